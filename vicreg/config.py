@@ -1,0 +1,134 @@
+"""Dataclass configs: one place for every knob, JSON-serialisable so checkpoints can carry them."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+# Used when VICREG_DATA is unset: torchvision downloads CIFAR-10 here.
+DEFAULT_DATA_ROOT = "data"
+
+
+def default_data_root() -> str:
+    return os.environ.get("VICREG_DATA", DEFAULT_DATA_ROOT)
+
+
+def default_checkpoint_dir() -> str:
+    return os.environ.get("VICREG_CHECKPOINTS", "checkpoints")
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("VICREG_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vicreg"))
+
+
+@dataclass
+class ModelConfig:
+    # Projector widths after the 512-d backbone, as in the paper's "8192-8192-8192" notation.
+    projector: str = "2048-2048-2048"
+    backbone_dim: int = 512  # fixed by ResNet-18; stored so a checkpoint can be checked against it
+
+    def projector_dims(self) -> list[int]:
+        try:
+            dims = [int(d) for d in self.projector.split("-")]
+        except ValueError:
+            raise ValueError(f"projector must look like '2048-2048-2048', got {self.projector!r}") from None
+        if not dims or min(dims) < 1:
+            raise ValueError(f"projector widths must be positive, got {self.projector!r}")
+        return dims
+
+
+@dataclass
+class LossConfig:
+    inv_coeff: float = 25.0
+    var_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    eps: float = 1e-4
+
+
+@dataclass
+class AugmentConfig:
+    size: int = 32
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    # brightness, contrast, saturation, hue (torchvision ColorJitter semantics)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    # Symmetric 0.1 per view (CIFAR recipes) rather than the official ImageNet 0 / 0.2: the official
+    # asymmetry pairs with an asymmetric blur we do not use at 32 px, and the loss is symmetric in
+    # the two views, so exchangeable views keep the same total solarisation rate (0.2 per pair)
+    # without making view 1 and view 2 statistically different.
+    solarize_p: float = 0.1
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "lars"  # "lars" or "adamw"
+    lr: float | None = None  # base lr, scaled by batch/256; None picks the optimizer's default
+    weight_decay: float | None = None
+    warmup_epochs: float = 2.0
+    lars_eta: float = 0.02
+    momentum: float = 0.9
+    min_lr_ratio: float = 0.001  # cosine decays to lr * this
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
+    precision: str = "auto"  # "auto", "bf16", "fp32"
+    channels_last: bool = True
+    compile: bool = False
+    train_subset: int | None = None  # train on the first N images (quick demos, tests)
+    knn_train: int = 5000  # per-epoch kNN monitor: bank size taken from train
+    knn_test: int = 1000  # and queries taken from test; 0 disables it
+    log_every: int = 0  # 0 = auto: every step on CPU, every 25 steps on GPU (each read-back syncs)
+    threads: int = 0  # 0 = leave torch's default
+    data: str = field(default_factory=default_data_root)
+    name: str = "vicreg_model"
+    checkpoint_dir: str = field(default_factory=default_checkpoint_dir)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def base_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return {"lars": 0.3, "adamw": 1e-3}[self.optimizer]
+
+    def scaled_lr(self) -> float:
+        return self.base_lr() * self.batch_size / 256
+
+    def wd(self) -> float:
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return {"lars": 1e-4, "adamw": 1e-5}[self.optimizer]
+
+    def validate(self) -> "TrainConfig":
+        if self.optimizer not in ("lars", "adamw"):
+            raise ValueError(f"optimizer must be 'lars' or 'adamw', got {self.optimizer!r}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (variance needs two samples), got {self.batch_size}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        self.model.projector_dims()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        sub = {"model": ModelConfig, "loss": LossConfig, "augment": AugmentConfig}
+        for key, klass in sub.items():
+            if key in d and isinstance(d[key], dict):
+                known = {f.name for f in dataclasses.fields(klass)}
+                vals = {k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items() if k in known}
+                d[key] = klass(**vals)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,157 @@
+"""Datasets as whole uint8 tensors: CIFAR-10 via torchvision, or any ImageFolder-layout directory.
+
+Images are decoded once into a uint8 cache on disk (.npz, loaded without pickle), so a second run
+starts in seconds; training then holds the whole set on its device and indexes batches from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import default_cache_dir
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be found, read or downloaded; the message says what to do."""
+
+
+@dataclass
+class Split:
+    images: Tensor  # (N, 3, S, S) uint8
+    labels: Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to(self, device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Dataset:
+    train: Split
+    test: Split
+    classes: list[str]
+    source: str
+
+
+def _list_split(root: str) -> tuple[list[str], list[int], list[str]]:
+    classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    if not classes:
+        raise DataError(f"{root} has no class folders; expected {root}/<class>/<image>.jpg")
+    paths, labels = [], []
+    for idx, c in enumerate(classes):
+        files = sorted(e.name for e in os.scandir(os.path.join(root, c)) if e.name.lower().endswith(IMAGE_EXTS))
+        paths += [os.path.join(root, c, f) for f in files]
+        labels += [idx] * len(files)
+    if not paths:
+        raise DataError(f"{root} holds no images ({', '.join(IMAGE_EXTS)})")
+    return paths, labels, classes
+
+
+def load_image_file(path: str, size: int) -> np.ndarray:
+    """Decode one file to (3, size, size) uint8 RGB: resize the short side, centre crop."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            w, h = im.size
+            s = size / min(w, h)
+            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+            left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _decode_split(root: str, size: int, progress=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    paths, labels, classes = _list_split(root)
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        try:
+            out[i] = load_image_file(paths[i], size)
+        except Exception as e:  # a corrupt file names itself instead of failing somewhere deep
+            raise DataError(f"cannot read image {paths[i]}: {e}") from e
+
+    # PIL releases the GIL while decoding, so threads overlap the decodes.
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        for n, _ in enumerate(pool.map(work, range(len(paths)), chunksize=256), 1):
+            if progress and n % 2000 == 0:
+                progress(n, len(paths))
+    return out, np.asarray(labels, dtype=np.int64), classes
+
+
+def _cache_key(root: str, size: int) -> str:
+    h = hashlib.sha1(f"{os.path.abspath(root)}|{size}|v1".encode())
+    for split in ("train", "test"):
+        for entry in sorted(os.scandir(os.path.join(root, split)), key=lambda e: e.name):
+            if entry.is_dir():
+                st = os.stat(entry.path)
+                h.update(f"{split}/{entry.name}:{st.st_mtime_ns}:{len(os.listdir(entry.path))}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_image_folder(root: str, size: int = 32, cache_dir: str | None = None, progress=None) -> Dataset:
+    for split in ("train", "test"):
+        if not os.path.isdir(os.path.join(root, split)):
+            raise DataError(f"{root} is not an image folder: expected {root}/{split}/<class>/<image>.jpg")
+    cache_dir = cache_dir or default_cache_dir()
+    cache = os.path.join(cache_dir, f"{_cache_key(root, size)}.npz")
+    if os.path.exists(cache):
+        with np.load(cache, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        classes = json.loads(str(arrays.pop("classes")))
+    else:
+        tr_x, tr_y, classes = _decode_split(os.path.join(root, "train"), size, progress)
+        te_x, te_y, te_classes = _decode_split(os.path.join(root, "test"), size, progress)
+        if te_classes != classes:
+            raise DataError(f"train and test class folders differ in {root}: {classes} vs {te_classes}")
+        arrays = {"train_x": tr_x, "train_y": tr_y, "test_x": te_x, "test_y": te_y}
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = cache + f".tmp{os.getpid()}.npz"
+        np.savez(tmp, classes=np.asarray(json.dumps(classes)), **arrays)
+        os.replace(tmp, cache)  # atomic: a crash never leaves a half-written cache behind
+    return Dataset(
+        Split(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"])),
+        Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
+        classes,
+        os.path.abspath(root),
+    )
+
+
+def load_torchvision_cifar10(root: str) -> Dataset:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        tr = CIFAR10(root, train=True, download=True)
+        te = CIFAR10(root, train=False, download=True)
+    except Exception as e:
+        raise DataError(
+            f"CIFAR-10 is not in {root!r} and could not be downloaded ({type(e).__name__}: {e}). "
+            "Point --data (or the VICREG_DATA environment variable) at a local copy: either "
+            "torchvision's cifar-10-batches-py folder's parent, or an image folder with train/<class>/ "
+            "and test/<class>/."
+        ) from None
+
+    def split(d) -> Split:
+        return Split(torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(d.targets))
+
+    return Dataset(split(tr), split(te), list(tr.classes), os.path.abspath(root))
+
+
+def load_dataset(data: str, size: int = 32, cache_dir: str | None = None, progress=None) -> Dataset:
+    """`data` is an ImageFolder root (train/ and test/ inside) or a torchvision CIFAR-10 root."""
+    if os.path.isdir(os.path.join(data, "train")) and os.path.isdir(os.path.join(data, "test")):
+        return load_image_folder(data, size, cache_dir, progress)
+    return load_torchvision_cifar10(data)

@@ -1,0 +1,67 @@
+"""Typed events yielded by the training engine; the CLI prints them, the app's job polls them."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+
+@dataclass
+class StartEvent:
+    run: str
+    runtime: str
+    start_epoch: int
+    start_step: int
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    n_train: int
+    resumed_from: str | None
+    config: dict[str, Any]
+    kind: Literal["start"] = "start"
+
+
+@dataclass
+class StepEvent:
+    epoch: int  # 0-based epoch this step belongs to
+    step: int  # global steps done (1-based)
+    total_steps: int
+    loss: float
+    invariance: float
+    variance: float
+    covariance: float
+    lr: float
+    pairs_per_s: float
+    emb_std: float  # mean over dimensions of the per-dimension std of view-a embeddings
+    eff_rank: float  # exp(entropy) of the normalised singular values of those embeddings
+    elapsed: float
+    kind: Literal["step"] = "step"
+
+
+@dataclass
+class EpochEvent:
+    epoch: int  # epochs completed
+    step: int
+    knn_top1: float | None
+    checkpoint: str
+    epoch_seconds: float
+    elapsed: float
+    kind: Literal["epoch"] = "epoch"
+
+
+@dataclass
+class EndEvent:
+    status: Literal["finished", "stopped", "failed"]
+    reason: str
+    checkpoint: str | None
+    epoch: int
+    step: int
+    elapsed: float
+    kind: Literal["end"] = "end"
+
+
+Event = Union[StartEvent, StepEvent, EpochEvent, EndEvent]
+
+
+def to_dict(ev: Event) -> dict[str, Any]:
+    return dataclasses.asdict(ev)
