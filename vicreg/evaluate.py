@@ -1,7 +1,7 @@
 """Frozen-backbone evaluation: features extracted once, then weighted kNN and a linear probe."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -72,8 +72,7 @@ class ProbeResult:
     top1: float
     per_class: list[float]
     confusion: list[list[int]]  # rows: true class, columns: predicted
-    train_top1: float = 0.0
-    history: list[float] = field(default_factory=list)  # test top-1 after each reported epoch
+    train_top1: float
 
 
 def _confusion(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -102,7 +101,6 @@ def linear_probe(
     opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((xtr.shape[0] + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    history = []
     for ep in range(epochs):
         perm = torch.randperm(xtr.shape[0], generator=g)
         for i in range(0, xtr.shape[0], batch_size):
@@ -124,5 +122,44 @@ def linear_probe(
         per_class=per_class,
         confusion=conf.tolist(),
         train_top1=train_top1,
-        history=history,
     )
+
+
+@dataclass
+class EvalReport:
+    knn_top1: float
+    linear: ProbeResult
+    classes: list[str]
+    seconds: float
+
+
+def evaluate_backbone(
+    backbone: nn.Module,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    classes: list[str],
+    rt: Runtime,
+    aug: AugmentConfig | None = None,
+    probe_epochs: int = 100,
+    k: int = 200,
+    temperature: float = 0.1,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """Extract features once, then kNN and the linear probe on them. Progress: 0-0.8 extraction."""
+    import time
+
+    t0 = time.perf_counter()
+    n_tr = train_images.shape[0]
+
+    def sub(lo: float, hi: float):
+        return (lambda f, d: progress(lo + (hi - lo) * f, d)) if progress else None
+
+    tr = extract_features(backbone, train_images, rt, aug, progress=sub(0.0, 0.65 * n_tr / (n_tr + test_images.shape[0])), desc="train features")
+    te = extract_features(backbone, test_images, rt, aug, progress=sub(0.65 * n_tr / (n_tr + test_images.shape[0]), 0.65), desc="test features")
+    knn = knn_accuracy(tr, train_labels, te, test_labels, len(classes), k, temperature)
+    if progress:
+        progress(0.7, f"kNN top-1 {knn:.1%}")
+    probe = linear_probe(tr, train_labels, te, test_labels, len(classes), epochs=probe_epochs, progress=sub(0.7, 1.0))
+    return EvalReport(knn, probe, list(classes), time.perf_counter() - t0)

@@ -1,0 +1,50 @@
+import threading
+
+from vicreg.config import TrainConfig
+from vicreg.jobs import TrainingJob
+
+
+def test_concurrent_starts_make_one_job_and_stop_is_resumable(cifar, tmp_path):
+    job = TrainingJob(data_loader=lambda cfg: cifar)
+    cfg = TrainConfig(epochs=3, batch_size=32, train_subset=32 * 40, knn_test=0, checkpoint_dir=str(tmp_path), name="job", log_every=1)
+    results = []
+    barrier = threading.Barrier(4)
+
+    def go():
+        barrier.wait()
+        results.append(job.start(cfg))
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(ok for ok, _ in results) == [False, False, False, True]
+    assert all("already in progress" in msg for ok, msg in results if not ok)
+    # wait for a few steps, then stop
+    for _ in range(600):
+        snap = job.snapshot()
+        if len(snap.steps) >= 3:
+            break
+        threading.Event().wait(0.1)
+    assert job.snapshot().run_id == 1 and job.snapshot().status == "running"
+    ok, _ = job.stop()
+    assert ok
+    assert job.wait(120)
+    snap = job.snapshot()
+    assert snap.status == "stopped" and snap.end.checkpoint and snap.end.status == "stopped"
+    assert len(snap.steps) >= 3 and snap.start.total_steps == 120
+    # a second run may start now, resuming the stopped one
+    ok, _ = job.start(cfg, resume=snap.end.checkpoint)
+    assert ok and job.snapshot().run_id == 2
+    job.stop()
+    assert job.wait(120)
+    snap2 = job.snapshot()
+    assert snap2.start.start_step == snap.end.step  # continued where it stopped
+
+
+def test_failure_is_reported_not_raised(tmp_path):
+    job = TrainingJob()
+    cfg = TrainConfig(data=str(tmp_path / "nowhere"), checkpoint_dir=str(tmp_path))
+    job.start(cfg)
+    assert job.wait(60)
+    snap = job.snapshot()
+    assert snap.status == "failed" and "could not be downloaded" in snap.end.reason or "VICREG_DATA" in snap.end.reason

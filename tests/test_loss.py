@@ -1,0 +1,108 @@
+"""The loss against a float64 reference written directly from the paper's equations (Sec. 3.1-3.2)."""
+import math
+
+import pytest
+import torch
+
+from vicreg.loss import covariance_loss, invariance_loss, variance_loss, vicreg_loss
+
+
+def reference(z_a, z_b, lam=25.0, mu=25.0, nu=1.0, eps=1e-4):
+    """Loops over dimensions and pairs in float64, no shared code with vicreg.loss."""
+    za, zb = z_a.double().tolist(), z_b.double().tolist()
+    n, d = len(za), len(za[0])
+
+    def col(z, j):
+        return [z[i][j] for i in range(n)]
+
+    def v(z):  # v(Z) = 1/d sum_j max(0, gamma - S(z^j, eps)), S = sqrt(Var + eps), gamma = 1
+        tot = 0.0
+        for j in range(d):
+            c = col(z, j)
+            m = sum(c) / n
+            var = sum((x - m) ** 2 for x in c) / (n - 1)
+            tot += max(0.0, 1.0 - math.sqrt(var + eps))
+        return tot / d
+
+    def c(z):  # c(Z) = 1/d sum_{i != j} [C(Z)]_{ij}^2, C(Z) = 1/(n-1) sum (z - zbar)(z - zbar)^T
+        means = [sum(col(z, j)) / n for j in range(d)]
+        tot = 0.0
+        for p in range(d):
+            for q in range(d):
+                if p != q:
+                    cov = sum((z[i][p] - means[p]) * (z[i][q] - means[q]) for i in range(n)) / (n - 1)
+                    tot += cov**2
+        return tot / d
+
+    # s(Z, Z') = 1/n sum_i ||z_i - z'_i||^2 ; the official code uses F.mse_loss, i.e. this / d
+    s = sum((za[i][j] - zb[i][j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+    var = (v(za) + v(zb)) / 2
+    cov = c(za) + c(zb)
+    return lam * s + mu * var + nu * cov, s, var, cov
+
+
+@pytest.mark.parametrize("seed,scale", [(0, 1.0), (1, 0.1), (2, 3.0)])
+def test_matches_float64_reference(seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    z_a = torch.randn(16, 12, generator=g) * scale
+    z_b = z_a + 0.3 * torch.randn(16, 12, generator=g)
+    got = vicreg_loss(z_a, z_b)
+    want = reference(z_a, z_b)
+    for g_, w in zip(got, want):
+        assert abs(g_.item() - w) <= 1e-5 * abs(w) + 1e-7, (g_.item(), w)
+
+
+def test_coefficients_are_applied():
+    z_a, z_b = torch.randn(8, 6), torch.randn(8, 6)
+    t = vicreg_loss(z_a, z_b, inv_coeff=2.0, var_coeff=0.0, cov_coeff=5.0)
+    assert torch.allclose(t.total, 2.0 * t.invariance + 5.0 * t.covariance)
+
+
+def test_identical_views_have_zero_invariance():
+    z = torch.randn(32, 64)
+    t = vicreg_loss(z, z.clone())
+    assert t.invariance.item() == 0.0
+    assert t.covariance.item() > 0
+
+
+def test_symmetric_in_the_two_views():
+    z_a, z_b = torch.randn(32, 64), torch.randn(32, 64)
+    a, b = vicreg_loss(z_a, z_b), vicreg_loss(z_b, z_a)
+    for x, y in zip(a, b):
+        assert torch.allclose(x, y, rtol=1e-6)
+
+
+def test_collapse_is_penalised_and_whitened_data_is_not():
+    collapsed = torch.ones(64, 16) + 1e-4 * torch.randn(64, 16)
+    assert variance_loss(collapsed).item() == pytest.approx(0.99, abs=0.01)
+    # whitened: centred columns made orthonormal (QR keeps them orthogonal to the ones vector),
+    # scaled so each column's std is exactly 1 and off-diagonal covariances are 0
+    x = torch.randn(64, 16, dtype=torch.float64)
+    q, _ = torch.linalg.qr(x - x.mean(0))
+    white = (q * math.sqrt(63)).float()
+    assert variance_loss(white).item() == pytest.approx(0.0, abs=1e-4)
+    assert covariance_loss(white).item() < 1e-8
+    assert invariance_loss(white, white).item() == 0.0
+
+
+def test_bf16_autocast_does_not_degrade_the_loss():
+    z_a, z_b = torch.randn(128, 256), torch.randn(128, 256)
+    ref = vicreg_loss(z_a, z_b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = vicreg_loss(z_a, z_b)
+    assert got.covariance.dtype == torch.float32
+    assert torch.allclose(got.covariance, ref.covariance, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "a,b,msg",
+    [
+        ((1, 8), (1, 8), "at least 2"),
+        ((4, 8), (4, 7), "same shape"),
+        ((4, 8), (5, 8), "same shape"),
+        ((4, 8, 2), (4, 8, 2), "2-D"),
+    ],
+)
+def test_rejects_bad_inputs(a, b, msg):
+    with pytest.raises(ValueError, match=msg):
+        vicreg_loss(torch.randn(*a), torch.randn(*b))

@@ -1,0 +1,115 @@
+"""One background training job per process, shared by every app visitor (no gradio here).
+
+The job owns a thread that drains the training generator into an in-memory event log; callers
+poll `snapshot()`. Closing or reloading a page does not touch the thread, so a reloaded page sees
+the same run. `start` is atomic: concurrent Start requests produce one job.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import TrainConfig
+from .data import Dataset
+from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent
+from .train import train
+
+
+@dataclass
+class JobSnapshot:
+    run_id: int  # increases with every started run; 0 = never started
+    status: str  # "idle", "loading", "running", "stopping", "finished", "stopped", "failed"
+    start: StartEvent | None
+    steps: list[StepEvent] = field(default_factory=list)
+    epochs: list[EpochEvent] = field(default_factory=list)
+    end: EndEvent | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("loading", "running", "stopping")
+
+    @property
+    def last(self) -> StepEvent | None:
+        return self.steps[-1] if self.steps else None
+
+    def eta_seconds(self) -> float | None:
+        if not self.start or not self.last or self.last.pairs_per_s <= 0:
+            return None
+        left = self.start.total_steps - self.last.step
+        return left * self.start.config["batch_size"] / self.last.pairs_per_s
+
+
+class TrainingJob:
+    def __init__(self, data_loader: Callable[[TrainConfig], Dataset] | None = None, max_steps_kept: int = 20000):
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._data_loader = data_loader
+        self._max_steps = max_steps_kept
+        self._run_id = 0
+        self._status = "idle"
+        self._start: StartEvent | None = None
+        self._steps: list[StepEvent] = []
+        self._epochs: list[EpochEvent] = []
+        self._end: EndEvent | None = None
+
+    def start(self, cfg: TrainConfig, resume: str | None = None) -> tuple[bool, str]:
+        """(True, message) if a run started; (False, why) if one is already going."""
+        with self._lock:
+            if self._status in ("loading", "running", "stopping"):
+                return False, f"a training run ({self._start.run if self._start else 'starting'}) is already in progress; stop it first"
+            self._run_id += 1
+            self._status = "loading"
+            self._start, self._steps, self._epochs, self._end = None, [], [], None
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, args=(cfg, resume, self._stop, self._run_id), daemon=True, name="vicreg-train")
+            self._thread.start()
+            return True, f"run {self._run_id} started"
+
+    def stop(self) -> tuple[bool, str]:
+        with self._lock:
+            if self._status not in ("loading", "running"):
+                return False, "no training run is in progress"
+            self._stop.set()
+            self._status = "stopping"
+            return True, "stopping after the current step; a resumable checkpoint will be saved"
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            return JobSnapshot(self._run_id, self._status, self._start, list(self._steps), list(self._epochs), self._end)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+        return t is None or not t.is_alive()
+
+    def _record(self, run_id: int, ev: Event) -> None:
+        with self._lock:
+            if run_id != self._run_id:
+                return
+            if isinstance(ev, StartEvent):
+                self._start = ev
+                if self._status == "loading":
+                    self._status = "running"
+            elif isinstance(ev, StepEvent):
+                self._steps.append(ev)
+                if len(self._steps) > self._max_steps:  # keep memory bounded: thin the oldest half
+                    half = len(self._steps) // 2
+                    self._steps = self._steps[:half:2] + self._steps[half:]
+            elif isinstance(ev, EpochEvent):
+                self._epochs.append(ev)
+            elif isinstance(ev, EndEvent):
+                self._end = ev
+                self._status = ev.status
+
+    def _run(self, cfg: TrainConfig, resume: str | None, stop: threading.Event, run_id: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            data = self._data_loader(cfg) if self._data_loader else None
+            for ev in train(cfg, stop=stop, resume=resume, data=data):
+                self._record(run_id, ev)
+        except Exception as e:  # data loading failed before the generator could report it
+            self._record(run_id, EndEvent("failed", f"{type(e).__name__}: {e}", None, 0, 0, time.perf_counter() - t0))
