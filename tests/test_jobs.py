@@ -47,4 +47,5 @@ def test_failure_is_reported_not_raised(tmp_path):
     job.start(cfg)
     assert job.wait(60)
     snap = job.snapshot()
-    assert snap.status == "failed" and "could not be downloaded" in snap.end.reason or "VICREG_DATA" in snap.end.reason
+    assert snap.status == "failed"
+    assert "VICREG_DATA" in snap.end.reason and "could not be downloaded" in snap.end.reason
