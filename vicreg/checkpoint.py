@@ -158,8 +158,10 @@ def load_optimizer_state(opt: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
     for key, v in layout["scalars"].items():
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = v
+    # JSON turned tuples (AdamW's betas) into lists; give them back their type
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()} for g in layout["param_groups"]]
     try:
-        opt.load_state_dict({"state": state, "param_groups": layout["param_groups"]})
+        opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"optimiser state in {ckpt.path} does not match ({e}); was it saved with another --optimizer?") from None
 

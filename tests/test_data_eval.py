@@ -1,0 +1,72 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vicreg.data import DataError, load_dataset
+from vicreg.evaluate import knn_accuracy, knn_predict, linear_probe
+
+
+def test_shared_cifar10_decodes_to_the_published_statistics(cifar):
+    assert cifar.train.images.shape == (50000, 3, 32, 32) and cifar.test.images.shape == (10000, 3, 32, 32)
+    assert cifar.train.images.dtype == torch.uint8
+    assert cifar.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert torch.bincount(cifar.train.labels).tolist() == [5000] * 10
+    mean = cifar.train.images.float().mean((0, 2, 3)) / 255
+    assert torch.allclose(mean, torch.tensor([0.4913, 0.4821, 0.4465]), atol=2e-4)  # the copy's README
+
+
+def test_image_folder_with_png_odd_sizes_and_cache(tmp_path):
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("cats", "dogs"):
+            os.makedirs(root / split / cls)
+            for i in range(3):
+                arr = rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / cls / f"{i}.png")
+    (root / "train" / "cats" / "notes.txt").write_text("ignored")
+    cache = tmp_path / "cache"
+    d = load_dataset(str(root), cache_dir=str(cache))
+    assert d.classes == ["cats", "dogs"] and d.train.images.shape == (6, 3, 32, 32)
+    assert d.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(os.listdir(cache)) == 1
+    d2 = load_dataset(str(root), cache_dir=str(cache))  # from the cache
+    assert torch.equal(d.train.images, d2.train.images)
+
+
+def test_bad_folders_say_what_to_do(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "a" / "x.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "test" / "a" / "y.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="cannot read image"):
+        load_dataset(str(tmp_path), cache_dir=str(tmp_path / "c"))
+
+
+def test_knn_on_separable_clusters():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 16, generator=g) * 5
+    bank_y = torch.arange(4).repeat_interleave(50)
+    bank = centers[bank_y] + torch.randn(200, 16, generator=g)
+    q_y = torch.arange(4).repeat_interleave(10)
+    q = centers[q_y] + torch.randn(40, 16, generator=g)
+    assert knn_accuracy(bank, bank_y, q, q_y, 4, k=20) == 1.0
+    scores = knn_predict(bank, bank_y, q, 4, k=20)
+    assert scores.shape == (40, 4) and (scores >= 0).all()
+    # shuffled labels -> chance level
+    assert knn_accuracy(bank, bank_y[torch.randperm(200, generator=g)], q, q_y, 4, k=20) < 0.6
+
+
+def test_linear_probe_learns_a_linear_rule_and_reports_confusion():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 8, generator=g)
+    w = torch.randn(8, 3, generator=g)
+    y = (x @ w).argmax(1)
+    r = linear_probe(x[:1500], y[:1500], x[1500:], y[1500:], 3, epochs=100, lr=5e-2, weight_decay=0, batch_size=128)
+    assert r.top1 > 0.95 and r.train_top1 > 0.95
+    conf = torch.tensor(r.confusion)
+    assert conf.sum().item() == 500 and conf.shape == (3, 3)
+    assert r.per_class == pytest.approx((conf.diag().float() / conf.sum(1).float()).tolist())

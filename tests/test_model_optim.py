@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vicreg.config import ModelConfig, TrainConfig
+from vicreg.model import VICReg, cifar_resnet18
+from vicreg.optim import LARS, lr_at, make_optimizer, param_groups
+
+
+def test_cifar_stem_and_dimensions():
+    net = cifar_resnet18()
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1)
+    assert isinstance(net.maxpool, nn.Identity) and isinstance(net.fc, nn.Identity)
+    m = VICReg(ModelConfig(projector="64-64-32"))
+    x = torch.randn(4, 3, 32, 32)
+    assert m.embed(x).shape == (4, 512)
+    terms, z_a, z_b = m(x, x.flip(-1))
+    assert z_a.shape == (4, 32) and terms.total.ndim == 0
+    # projector: Linear-BN-ReLU, Linear-BN-ReLU, Linear (no bias), official layout
+    kinds = [type(l).__name__ for l in VICReg().projector]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert [l.out_features for l in VICReg().projector if isinstance(l, nn.Linear)] == [2048, 2048, 2048]
+
+
+def test_bad_projector_spec():
+    with pytest.raises(ValueError, match="projector"):
+        ModelConfig(projector="2048-x").projector_dims()
+
+
+def test_param_groups_exclude_biases_and_norms():
+    m = VICReg(ModelConfig(projector="16-16"))
+    decay, keep = param_groups(m, 1e-4)
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in keep["params"])
+    assert keep["weight_decay"] == 0.0 and keep["exclude"] and not decay["exclude"]
+    n = sum(p.numel() for p in m.parameters())
+    assert sum(p.numel() for g in (decay, keep) for p in g["params"]) == n
+
+
+def test_lars_step_matches_hand_computation():
+    w = nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
+    b = nn.Parameter(torch.tensor([1.0]))
+    opt = LARS([{"params": [w], "weight_decay": 0.1, "exclude": False}, {"params": [b], "weight_decay": 0.0, "exclude": True}],
+               lr=0.5, momentum=0.9, eta=0.02)
+    w.grad = torch.tensor([[0.0, 1.0]])
+    b.grad = torch.tensor([2.0])
+    opt.step()
+    d = torch.tensor([[0.0, 1.0]]) + 0.1 * torch.tensor([[3.0, 4.0]])  # grad + wd * w
+    q = 0.02 * 5.0 / d.norm()
+    assert torch.allclose(w.detach(), torch.tensor([[3.0, 4.0]]) - 0.5 * q * d, atol=1e-6)
+    assert torch.allclose(b.detach(), torch.tensor([1.0 - 0.5 * 2.0]))  # plain SGD, no wd, no trust ratio
+    # second step uses momentum
+    w_before = w.detach().clone()
+    w.grad = torch.zeros_like(w)
+    opt.step()
+    assert not torch.allclose(w.detach(), w_before)
+
+
+def test_schedule_warmup_then_cosine():
+    peak, total, warm = 1.0, 100, 10
+    assert lr_at(0, total, warm, peak, 0.001) == pytest.approx(0.1)
+    assert lr_at(9, total, warm, peak, 0.001) == pytest.approx(1.0)
+    assert lr_at(10, total, warm, peak, 0.001) == pytest.approx(1.0)
+    assert lr_at(55, total, warm, peak, 0.001) == pytest.approx(0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(100, total, warm, peak, 0.001) == pytest.approx(0.001)
+    lrs = [lr_at(s, total, warm, peak, 0.001) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_lr_scales_with_batch_and_adamw_option():
+    cfg = TrainConfig(batch_size=512, optimizer="adamw", lr=1e-3)
+    assert cfg.scaled_lr() == pytest.approx(2e-3)
+    opt = make_optimizer(VICReg(ModelConfig(projector="8-8")), cfg)
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[1]["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="sgd").validate()
