@@ -231,6 +231,20 @@ class Studio:
             return res
 
 
+def _check_online(timeout: float = 3.0) -> None:
+    """Fail in seconds, not after the hub client's ~25 s of retries, when there is no network."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise HubError("Hugging Face Hub downloads are disabled here (HF_HUB_OFFLINE is set)")
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError as e:
+        raise HubError(f"the Hugging Face Hub ({url.hostname}) cannot be reached from this machine (offline?): {e}") from None
+
+
 def download_from_hub(repo_id: str, checkpoint_dir: str, filename: str | None = None) -> str:
     """Copy a VICReg Studio checkpoint from a Hugging Face Hub model repo into checkpoint_dir."""
     from .checkpoint import CheckpointError, checkpoint_path, read_meta
@@ -238,6 +252,7 @@ def download_from_hub(repo_id: str, checkpoint_dir: str, filename: str | None = 
     repo_id = (repo_id or "").strip()
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}", repo_id):
         raise HubError(f"{repo_id!r} is not a Hub repo id; it looks like 'user/vicreg-cifar10'")
+    _check_online()
     try:
         from huggingface_hub import hf_hub_download, list_repo_files
 
