@@ -29,7 +29,7 @@ def make_checkpoint(cifar, folder: str, name: str = "tiny") -> str:
     from vicreg.config import TrainConfig
     from vicreg.train import train
 
-    cfg = TrainConfig(epochs=1, batch_size=32, train_subset=256, knn_test=0, checkpoint_dir=folder, name=name, seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=32, train_subset=128, knn_test=0, checkpoint_dir=folder, name=name, seed=0)
     end = list(train(cfg, data=cifar))[-1]
     assert end.status == "finished", end.reason
     return end.checkpoint
@@ -92,7 +92,10 @@ class AppProcess:
 
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory, cifar) -> str:
-    return make_checkpoint(cifar, str(tmp_path_factory.mktemp("checkpoints")))
+    t0 = time.perf_counter()
+    path = make_checkpoint(cifar, str(tmp_path_factory.mktemp("checkpoints")))
+    print(f"\n[fixture] trained a 4-step checkpoint in {time.perf_counter() - t0:.1f}s")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +105,7 @@ def app_server(tmp_path_factory, trained_checkpoint, cifar_root):
     env = {"VICREG_CHECKPOINTS": os.path.dirname(trained_checkpoint), "VICREG_CACHE": cache,
            "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS)}
     app = AppProcess(env, str(tmp_path_factory.mktemp("logs") / "app.log"))
+    print(f"\n[fixture] app start to serving: {app.start_seconds:.1f}s")
     app.checkpoint = trained_checkpoint
     app.cache = cache
     yield app

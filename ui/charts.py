@@ -99,8 +99,8 @@ def confusion_figure(classes: list[str], results: dict[str, dict]) -> go.Figure:
     for i, n in enumerate(names, 1):
         m = np.asarray(results[n]["confusion"], dtype=float)
         frac = m / np.maximum(m.sum(1, keepdims=True), 1)
-        fig.add_trace(go.Heatmap(z=frac, x=classes, y=classes, zmin=0, zmax=1, colorscale="Blues", showscale=i == len(names),
-                                 customdata=m, hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata:.0f} images (%{z:.1%})<extra></extra>"),
+        fig.add_trace(go.Heatmap(z=frac.round(4).tolist(), x=classes, y=classes, zmin=0, zmax=1, colorscale="Blues",
+                                 showscale=i == len(names), customdata=m.tolist(), hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata:.0f} images (%{z:.1%})<extra></extra>"),
                       1, i)
         fig.update_yaxes(autorange="reversed", row=1, col=i)
     return _layout(fig, 440)
@@ -111,7 +111,7 @@ def umap_figure(coords: np.ndarray, labels: np.ndarray, indices: np.ndarray, cla
     for c, name in enumerate(classes):
         m = labels == c
         fig.add_trace(go.Scattergl(
-            x=np.round(coords[m, 0], 3), y=np.round(coords[m, 1], 3), mode="markers", name=name,
+            x=np.round(coords[m, 0], 3).tolist(), y=np.round(coords[m, 1], 3).tolist(), mode="markers", name=name,
             marker=dict(size=4, color=PALETTE[c % 10], opacity=0.7),
             text=[f"{name} · test #{i}" for i in indices[m]], hovertemplate="%{text}<extra></extra>"))
     if marker is not None:
