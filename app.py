@@ -30,6 +30,8 @@ CSS = """
 .vr-fill { height: 100%; background: #4f8df5; transition: width 0.8s; }
 .vr-fill.finished { background: #3bb273; } .vr-fill.failed { background: #e15554; } .vr-fill.stopped { background: #aaa; }
 .vr-end { margin-top: 4px; }
+#explore-original img, #explore-view1 img, #explore-view2 img, #explore-neighbours img, #explore-examples img,
+#explore-embedding img { image-rendering: pixelated; }
 """
 
 

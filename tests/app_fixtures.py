@@ -26,10 +26,12 @@ def free_port() -> int:
 
 
 def make_checkpoint(cifar, folder: str, name: str = "tiny") -> str:
-    from vicreg.config import TrainConfig
+    from vicreg.config import ModelConfig, TrainConfig
     from vicreg.train import train
 
-    cfg = TrainConfig(epochs=1, batch_size=32, train_subset=128, knn_test=0, checkpoint_dir=folder, name=name, seed=0)
+    # 4 real steps; a narrower projector keeps the file (and the step) small; the backbone is the real one
+    cfg = TrainConfig(epochs=1, batch_size=16, train_subset=64, knn_test=0, checkpoint_dir=folder, name=name, seed=0,
+                      model=ModelConfig(projector="512-512"))
     end = list(train(cfg, data=cifar))[-1]
     assert end.status == "finished", end.reason
     return end.checkpoint
@@ -94,7 +96,7 @@ class AppProcess:
 def trained_checkpoint(tmp_path_factory, cifar) -> str:
     t0 = time.perf_counter()
     path = make_checkpoint(cifar, str(tmp_path_factory.mktemp("checkpoints")))
-    print(f"\n[fixture] trained a 4-step checkpoint in {time.perf_counter() - t0:.1f}s")
+    print(f"\n[fixture] trained a checkpoint (4 steps) in {time.perf_counter() - t0:.1f}s")
     return path
 
 

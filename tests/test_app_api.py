@@ -122,7 +122,8 @@ def test_explore_cifar_upload(client, app_server, cifar_root):
     first_class = sorted(os.listdir(os.path.join(cifar_root, "test")))[0]
     f = os.path.join(cifar_root, "test", first_class, sorted(os.listdir(os.path.join(cifar_root, "test", first_class)))[0])
     out = client.predict(image=handle_file(f), checkpoint=app_server.checkpoint, api_name="/explore_upload")
-    status, original, v1, p1, v2, p2, emb, guess, mapimg, nbrs, info = out
+    status, original, v1, p1, v2, p2, emb, guess, mapimg, nbrs, info, d1, d2 = out
+    assert "crop at" in d1 and "flip" in d2
     assert "uploaded" in status and info["notes"] == []
     for img in (original, v1, v2, emb):
         assert os.path.exists(img)
@@ -138,7 +139,7 @@ def test_explore_cifar_upload(client, app_server, cifar_root):
     assert abs(sum(info["guess"].values()) - 1) < 1e-6 and info["prediction"] == guess["label"]
     assert info["embedding_dim"] == 512
     # new views for the same visitor's image
-    st, w1, q1, w2, q2 = client.predict(checkpoint=app_server.checkpoint, api_name="/explore_views")
+    st, w1, q1, w2, q2, e1, e2 = client.predict(checkpoint=app_server.checkpoint, api_name="/explore_views")
     assert os.path.exists(w1) and "crop_xywh" in q1 and (q1, q2) != (p1, p2)
 
 

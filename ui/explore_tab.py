@@ -39,6 +39,20 @@ def _background(index, coords):
         return _backgrounds[index.key]
 
 
+def describe(p: dict) -> str:
+    """AugParams.describe() as a few readable lines."""
+    x, y, w, h = p["crop_xywh"]
+    lines = [f"- crop at ({x:.2f}, {y:.2f}), {w:.2f}×{h:.2f} of the image ({100 * p['crop_area']:.0f}% area)",
+             f"- horizontal flip: {'yes' if p['flip'] else 'no'}"]
+    if p["jitter_order"]:
+        ops = ", ".join(f"{op} {p[op]:+.3f}" if op == "hue" else f"{op} ×{p[op]:.2f}" for op in p["jitter_order"])
+        lines.append(f"- colour jitter, in order: {ops}")
+    else:
+        lines.append("- colour jitter: no")
+    lines.append(f"- grayscale: {'yes' if p['grayscale'] else 'no'} · solarize: {'yes' if p['solarize'] else 'no'}")
+    return "\n".join(lines)
+
+
 def _hwc(chw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chw.transpose(1, 2, 0))
 
@@ -60,12 +74,14 @@ def build(studio, ckpt: gr.Dropdown, tabs: gr.Tabs, preset: gr.Radio):
     status = gr.Markdown(elem_id="explore-status")
     with gr.Row():
         original = gr.Image(label="Model input (32×32)", elem_id="explore-original", height=180)
-        view1 = gr.Image(label="View 1", elem_id="explore-view1", height=180)
-        view2 = gr.Image(label="View 2", elem_id="explore-view2", height=180)
         with gr.Column():
-            params1 = gr.JSON(label="View 1 parameters")
-            params2 = gr.JSON(label="View 2 parameters")
-    views_btn = gr.Button("Draw new views")
+            view1 = gr.Image(label="View 1", elem_id="explore-view1", height=180)
+            desc1 = gr.Markdown(elem_id="explore-params1")
+        with gr.Column():
+            view2 = gr.Image(label="View 2", elem_id="explore-view2", height=180)
+            desc2 = gr.Markdown(elem_id="explore-params2")
+    params1, params2 = gr.JSON(visible=False), gr.JSON(visible=False)
+    views_btn = gr.Button("Draw new views (same image, new random parameters)")
     with gr.Row():
         emb = gr.Image(label="512-d backbone embedding (16×32 cells, white 0 → red max)", elem_id="explore-embedding")
         guess = gr.Label(label="kNN class guess (20 neighbours)", num_top_classes=3, elem_id="explore-guess")
@@ -74,7 +90,7 @@ def build(studio, ckpt: gr.Dropdown, tabs: gr.Tabs, preset: gr.Radio):
                             height=220, allow_preview=False, elem_id="explore-neighbours")
     result = gr.JSON(visible=False)
     state = gr.State(None)
-    outs = [status, original, view1, params1, view2, params2, emb, guess, mapimg, neighbours, result, state, no_ckpt_box]
+    outs = [status, original, view1, params1, view2, params2, emb, guess, mapimg, neighbours, result, desc1, desc2, state, no_ckpt_box]
 
     def analyse(pixels, source, notes, test_index, path, progress):
         t0 = time.perf_counter()
@@ -87,7 +103,7 @@ def build(studio, ckpt: gr.Dropdown, tabs: gr.Tabs, preset: gr.Radio):
         lines = [f"**{esc(source)}**"] + [f"- {esc(n)}" for n in notes]
         if not path:
             lines.append(msg("No trained checkpoint: showing the augmentations only.", "warn"))
-            return ["\n".join(lines), *base, None, None, None, None, info, st, gr.update(visible=True)]
+            return ["\n".join(lines), *base, None, None, None, None, info, *map(describe, params), st, gr.update(visible=True)]
         index = studio.index(path, lambda f, d: progress(f, desc=d))
         vec = studio.embed(path, pixels)
         nbrs, guess, rows, sims = index.query(vec, N_NEIGHBOURS, 20, exclude_test_index=test_index)
@@ -110,7 +126,8 @@ def build(studio, ckpt: gr.Dropdown, tabs: gr.Tabs, preset: gr.Radio):
         if test_index is not None:
             lines.append(f"Neighbours exclude the image itself (leave-one-out); its true class is **{index.classes[int(studio.dataset().test.labels[test_index])]}**.")
         info["seconds"] = round(time.perf_counter() - t0, 4)
-        return ["\n".join(lines), *base, charts.embedding_strip(vec), guess, map_pic, gallery_items, info, st, gr.update(visible=False)]
+        return ["\n".join(lines), *base, charts.embedding_strip(vec), guess, map_pic, gallery_items, info, *map(describe, params),
+                st, gr.update(visible=False)]
 
     def safe(fn):
         try:
@@ -144,11 +161,11 @@ def build(studio, ckpt: gr.Dropdown, tabs: gr.Tabs, preset: gr.Radio):
 
     def redraw(st, checkpoint):
         if not st:
-            return msg("Upload or pick an image first.", "info"), *[gr.skip()] * 5
+            return msg("Upload or pick an image first.", "info"), *[gr.skip()] * 7
         seed = secrets.randbelow(2**31)
-        path = valid_checkpoint(checkpoint)
-        views, params = studio.views(st["pixels"], path, seed)
-        return (gr.skip(), charts.upscale(views[0], 5), params[0], charts.upscale(views[1], 5), params[1], {**st, "seed": seed})
+        views, params = studio.views(st["pixels"], valid_checkpoint(checkpoint), seed)
+        return (gr.skip(), charts.upscale(views[0], 5), params[0], charts.upscale(views[1], 5), params[1], *map(describe, params),
+                {**st, "seed": seed})
 
     def examples():
         try:
@@ -166,7 +183,7 @@ def build(studio, ckpt: gr.Dropdown, tabs: gr.Tabs, preset: gr.Radio):
     show_btn.click(from_test, [test_idx, ckpt], outs, api_name="explore_test_image", concurrency_limit=4)
     test_idx.submit(from_test, [test_idx, ckpt], outs, api_visibility="private", concurrency_limit=4)
     gallery.select(pick, [ckpt], [test_idx] + outs, api_visibility="private", concurrency_limit=4)
-    views_btn.click(redraw, [state, ckpt], [status, view1, params1, view2, params2, state], api_name="explore_views")
+    views_btn.click(redraw, [state, ckpt], [status, view1, params1, view2, params2, desc1, desc2, state], api_name="explore_views")
     quick_btn.click(lambda: (gr.Tabs(selected="train"), "Quick CPU demo"), None, [tabs, preset], api_visibility="private")
     return state, (examples, [gallery, status])
 

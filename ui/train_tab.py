@@ -101,15 +101,15 @@ def build(job, studio, ckpt: gr.Dropdown):
     device_md = gr.Markdown(_describe_device("auto"))
     with gr.Row():
         name = gr.Textbox(QUICK["name"], label="Run name (checkpoint file name)")
-        epochs = gr.Number(QUICK["epochs"], label="Epochs", precision=0, minimum=1)
-        batch = gr.Number(QUICK["batch_size"], label="Batch size", precision=0, minimum=2)
+        epochs = gr.Number(QUICK["epochs"], label="Epochs", precision=0, minimum=1, elem_id="train-epochs")
+        batch = gr.Number(QUICK["batch_size"], label="Batch size", precision=0, minimum=2, elem_id="train-batch")
         opt = gr.Radio(["lars", "adamw"], value=QUICK["optimizer"], label="Optimizer")
         lr = gr.Number(QUICK["lr"], label="Base LR (0 = optimizer default; scaled by batch/256)", minimum=0)
     with gr.Row():
         inv = gr.Number(QUICK["inv"], label="Invariance weight λ", minimum=0)
         var = gr.Number(QUICK["var"], label="Variance weight μ", minimum=0)
         cov = gr.Number(QUICK["cov"], label="Covariance weight ν", minimum=0)
-        subset = gr.Number(QUICK["train_subset"], label="Train images (0 = all 50,000)", precision=0, minimum=0)
+        subset = gr.Number(QUICK["train_subset"], label="Train images (0 = all 50,000)", precision=0, minimum=0, elem_id="train-subset")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             knn_train = gr.Number(QUICK["knn_train"], label="kNN monitor bank (train images)", precision=0, minimum=1)
@@ -118,8 +118,8 @@ def build(job, studio, ckpt: gr.Dropdown):
     gr.Markdown(COLLAPSE_NOTE)
     secret = gr.Textbox(label="Admin secret", type="password", visible=admin_required())
     with gr.Row():
-        start_btn = gr.Button("Start", variant="primary")
-        stop_btn = gr.Button("Stop", variant="stop")
+        start_btn = gr.Button("Start", variant="primary", elem_id="train-start")
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
         resume_from = gr.Dropdown([], label="Resume from checkpoint", scale=2, allow_custom_value=True)
         resume_btn = gr.Button("Resume")
     message = gr.Markdown(elem_id="train-message")

@@ -22,7 +22,7 @@ def build(studio, ckpt: gr.Dropdown, tabs: gr.Tabs, preset: gr.Radio, explore_st
     with gr.Column(visible=False) as no_ckpt_box:
         gr.Markdown(NO_CHECKPOINT)
         quick_btn = gr.Button("Set up the Quick CPU demo in the Train tab", variant="primary")
-    run = gr.Button("Compute / show map", variant="primary")
+    run = gr.Button("Compute / show map", variant="primary", elem_id="umap-run")
     status = gr.Markdown(elem_id="umap-status")
     plot = gr.Plot(label="UMAP", elem_id="umap-plot")
     result = gr.JSON(visible=False)
