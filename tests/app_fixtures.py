@@ -26,13 +26,20 @@ def free_port() -> int:
 
 
 def make_checkpoint(cifar, folder: str, name: str = "tiny") -> str:
+    import torch
+
     from vicreg.config import ModelConfig, TrainConfig
     from vicreg.train import train
 
     # 4 real steps; a narrower projector keeps the file (and the step) small; the backbone is the real one
+    # threads=1: on a CPU shared with other jobs, 2 OpenMP threads per process can be 10x slower
     cfg = TrainConfig(epochs=1, batch_size=16, train_subset=64, knn_test=0, checkpoint_dir=folder, name=name, seed=0,
-                      model=ModelConfig(projector="512-512"))
-    end = list(train(cfg, data=cifar))[-1]
+                      model=ModelConfig(projector="512-512"), threads=1)
+    before = torch.get_num_threads()
+    try:
+        end = list(train(cfg, data=cifar))[-1]
+    finally:
+        torch.set_num_threads(before)  # train() set it for this (pytest's) thread
     assert end.status == "finished", end.reason
     return end.checkpoint
 
@@ -105,7 +112,7 @@ def app_server(tmp_path_factory, trained_checkpoint, cifar_root):
     cache = str(tmp_path_factory.mktemp("cache"))
     share_dataset_cache(cifar_root, cache)
     env = {"VICREG_CHECKPOINTS": os.path.dirname(trained_checkpoint), "VICREG_CACHE": cache,
-           "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS)}
+           "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1"}
     app = AppProcess(env, str(tmp_path_factory.mktemp("logs") / "app.log"))
     print(f"\n[fixture] app start to serving: {app.start_seconds:.1f}s")
     app.checkpoint = trained_checkpoint

@@ -20,7 +20,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 KNOBS = dict(name="api_run", epochs=2, batch_size=16, optimizer="lars", lr=0, train_subset=320, inv_weight=25,
-             var_weight=25, cov_weight=1, knn_train=200, knn_test=50, warmup_epochs=0.5, device="cpu", secret="")
+             var_weight=25, cov_weight=1, knn_train=200, knn_test=50, warmup_epochs=0.5, threads=1, device="cpu", secret="")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_train_start_poll_stop_resume(client, app_server):
     assert "no training run" in client.predict(secret="", api_name="/train_stop")
     # resume continues from the stopped step
     step = info["end"]["reason"]
-    msg = client.predict(checkpoint=ckpt, epochs=2, device="cpu", secret="", api_name="/train_resume")
+    msg = client.predict(checkpoint=ckpt, epochs=2, threads=1, device="cpu", secret="", api_name="/train_resume")
     assert "run 2 started" in msg and "resuming api_run" in msg, (msg, step)
     info2, _ = poll(client, lambda i: i["run_id"] == 2 and i["status"] == "running" and i["step"] > info["step"])
     assert info2["step"] > info["step"]
@@ -212,3 +212,45 @@ def test_bad_inputs_get_messages(client, app_server, tmp_path):
     assert app_server.proc.poll() is None
     log = app_server.tail(10**7)  # gradio logs its own input-validation errors; nothing else may fail
     assert log.count("Traceback") == log.count("gradio.exceptions.Error:"), log[-3000:]
+
+
+def test_visitors_do_not_share_images(app_server):
+    a, b = Client(app_server.url, verbose=False), Client(app_server.url, verbose=False)
+    a.predict(index=5, checkpoint=app_server.checkpoint, api_name="/explore_test_image")
+    b.predict(index=7, checkpoint=app_server.checkpoint, api_name="/explore_test_image")
+    assert a.predict(checkpoint=app_server.checkpoint, api_name="/umap")[2]["marker"]["label"] == "test #5"
+    assert b.predict(checkpoint=app_server.checkpoint, api_name="/umap")[2]["marker"]["label"] == "test #7"
+    fresh = Client(app_server.url, verbose=False)
+    assert fresh.predict(checkpoint=app_server.checkpoint, api_name="/umap")[2]["marker"] is None
+    assert "Upload or pick an image first" in fresh.predict(checkpoint=app_server.checkpoint, api_name="/explore_views")[0]
+
+
+def test_hub_load_gives_a_message(client):
+    assert "not a Hub repo id" in client.predict(repo_id="not a repo", filename="", checkpoint=None, api_name="/hub_load")[0]
+    text = client.predict(repo_id="vicreg-studio-tests/does-not-exist", filename="", checkpoint=None, api_name="/hub_load")[0]
+    assert "cannot be reached" in text or "could not download" in text or "disabled" in text, text
+
+
+@pytest.fixture(scope="module")
+def empty_app(tmp_path_factory, cifar_root):
+    from app_fixtures import AppProcess, share_dataset_cache
+
+    cache = str(tmp_path_factory.mktemp("cache_empty"))
+    share_dataset_cache(cifar_root, cache)
+    env = {"VICREG_CHECKPOINTS": str(tmp_path_factory.mktemp("no_checkpoints")), "VICREG_CACHE": cache,
+           "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1"}
+    app = AppProcess(env, str(tmp_path_factory.mktemp("logs_empty") / "app.log"))
+    yield app
+    app.stop()
+
+
+def test_without_checkpoints_tabs_say_so(empty_app):
+    c = Client(empty_app.url, verbose=False)
+    assert c.predict(checkpoint=None, api_name="/checkpoints")["value"] is None
+    status, plot, info = c.predict(checkpoint=None, api_name="/umap")
+    assert "No trained checkpoint" in status and plot is None
+    out = c.predict(index=3, checkpoint=None, api_name="/explore_test_image")
+    assert "No trained checkpoint" in out[0] and out[2] and out[4]  # augmentations still shown
+    assert out[10]["neighbours"] == [] and not out[7] and not out[8]
+    summary, _, _, result = c.predict(checkpoint=None, n_train=200, n_test=100, probe_epochs=3, api_name="/evaluate")
+    assert list(result["results"]) == ["random init"] and "only the random baseline" in summary

@@ -115,6 +115,8 @@ def build(job, studio, ckpt: gr.Dropdown):
             knn_train = gr.Number(QUICK["knn_train"], label="kNN monitor bank (train images)", precision=0, minimum=1)
             knn_test = gr.Number(QUICK["knn_test"], label="kNN monitor queries (0 = off)", precision=0, minimum=0)
             warmup = gr.Number(QUICK["warmup"], label="Warm-up epochs", minimum=0)
+            threads = gr.Number(0, label=f"CPU threads (0 = {studio.threads}; use 1 if the CPU is shared)", precision=0,
+                                minimum=0, maximum=256, elem_id="train-threads")
     gr.Markdown(COLLAPSE_NOTE)
     secret = gr.Textbox(label="Admin secret", type="password", visible=admin_required())
     with gr.Row():
@@ -142,12 +144,12 @@ def build(job, studio, ckpt: gr.Dropdown):
     device.change(_describe_device, device, device_md, api_visibility="private")
 
     def start(name, epochs, batch_size, optimizer, lr, train_subset, inv_weight, var_weight, cov_weight,
-              knn_train, knn_test, warmup_epochs, device, secret):
+              knn_train, knn_test, warmup_epochs, threads, device, secret):
         if err := admin_error(secret):
             return msg(err, "error")
         vals = [name, epochs, batch_size, optimizer, lr, train_subset, inv_weight, var_weight, cov_weight, knn_train, knn_test, warmup_epochs]
         try:
-            cfg = make_config(dict(zip(KNOBS, vals)), studio.data_root, device, studio.threads)
+            cfg = make_config(dict(zip(KNOBS, vals)), studio.data_root, device, int(threads or 0) or studio.threads)
         except (ValueError, TypeError, CheckpointError) as e:
             return msg(f"Cannot start: {e}", "error")
         ok, text = job.start(cfg)
@@ -161,7 +163,7 @@ def build(job, studio, ckpt: gr.Dropdown):
         ok, text = job.stop()
         return msg(text, "ok" if ok else "warn")
 
-    def resume(checkpoint, epochs, device, secret):
+    def resume(checkpoint, epochs, threads, device, secret):
         path, n_epochs, dev = checkpoint, epochs, device
         if err := admin_error(secret):
             return msg(err, "error")
@@ -175,7 +177,7 @@ def build(job, studio, ckpt: gr.Dropdown):
         if int(n_epochs or 0) < done or (int(n_epochs or 0) == meta.get("epoch") and not meta.get("step_in_epoch")):
             return msg(f"This checkpoint already has {meta.get('epoch')} epochs: set Epochs higher to train further.", "warn")
         cfg = TrainConfig.from_dict(meta["config"])
-        cfg.epochs, cfg.device, cfg.data, cfg.threads = int(n_epochs), dev, studio.data_root, studio.threads
+        cfg.epochs, cfg.device, cfg.data, cfg.threads = int(n_epochs), dev, studio.data_root, int(threads or 0) or studio.threads
         cfg.checkpoint_dir, cfg.name = os.path.dirname(path), os.path.basename(path)[: -len(".safetensors")]
         ok, text = job.start(cfg, resume=path)
         return msg(f"{text}: resuming {esc(cfg.name)} at epoch {meta.get('epoch')} step {meta.get('step')}", "ok") if ok else msg(f"Not started: {text}.", "warn")
@@ -197,9 +199,9 @@ def build(job, studio, ckpt: gr.Dropdown):
             rs = gr.update(choices=choices, value=current_resume if current_resume in paths else None)
         return (progress_html(snap), *figs, info, version, ck, rs)
 
-    start_btn.click(start, knob_boxes + [device, secret], message, api_name="train_start", concurrency_limit=None)
+    start_btn.click(start, knob_boxes + [threads, device, secret], message, api_name="train_start", concurrency_limit=None)
     stop_btn.click(stop, secret, message, api_name="train_stop", concurrency_limit=None)
-    resume_btn.click(resume, [resume_from, epochs, device, secret], message, api_name="train_resume", concurrency_limit=None)
+    resume_btn.click(resume, [resume_from, epochs, threads, device, secret], message, api_name="train_resume", concurrency_limit=None)
     timer = gr.Timer(1.5)
     outs = [progress, loss_plot, lr_plot, health_plot, knn_plot, status_json, seen, ckpt, resume_from]
     timer.tick(poll, [seen, ckpt, resume_from], outs, api_name="train_status", show_progress="hidden", concurrency_limit=None)

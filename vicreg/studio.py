@@ -53,7 +53,9 @@ class Studio:
         # Per-image work runs on one thread of its own with 1 torch thread: tiny ops on 2 threads
         # wait on each other whenever the CPU is shared (measured ~60 ms vs ~5 ms for two views).
         # Heavy work sets `threads` back explicitly, and so must training (TrainConfig.threads).
-        self.threads = torch.get_num_threads()
+        # VICREG_APP_THREADS overrides it: on a CPU shared with other jobs, 1 thread avoids OpenMP
+        # oversubscription (measured there: 0.65 s/step instead of 10 s/step at batch 16).
+        self.threads = int(os.environ.get("VICREG_APP_THREADS") or 0) or torch.get_num_threads()
         self._light = ThreadPoolExecutor(1, thread_name_prefix="vicreg-light", initializer=torch.set_num_threads, initargs=(1,))
 
     # ------------------------------------------------------------------ basics
