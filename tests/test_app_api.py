@@ -238,7 +238,8 @@ def empty_app(tmp_path_factory, cifar_root):
     cache = str(tmp_path_factory.mktemp("cache_empty"))
     share_dataset_cache(cifar_root, cache)
     env = {"VICREG_CHECKPOINTS": str(tmp_path_factory.mktemp("no_checkpoints")), "VICREG_CACHE": cache,
-           "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1"}
+           "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1",
+           "VICREG_ADMIN_TOKEN": "let-me-in"}  # this server also plays a Space with an admin secret
     app = AppProcess(env, str(tmp_path_factory.mktemp("logs_empty") / "app.log"))
     yield app
     app.stop()
@@ -254,3 +255,17 @@ def test_without_checkpoints_tabs_say_so(empty_app):
     assert out[10]["neighbours"] == [] and not out[7] and not out[8]
     summary, _, _, result = c.predict(checkpoint=None, n_train=200, n_test=100, probe_epochs=3, api_name="/evaluate")
     assert list(result["results"]) == ["random init"] and "only the random baseline" in summary
+
+
+def test_admin_token_guards_training(empty_app):
+    c = Client(empty_app.url, verbose=False)
+    assert "requires the admin secret" in c.predict(**{**KNOBS, "secret": ""}, api_name="/train_start")
+    assert "Wrong admin secret" in c.predict(**{**KNOBS, "secret": "guess"}, api_name="/train_start")
+    assert "Wrong admin secret" in c.predict(secret="guess", api_name="/train_stop")
+    info = c.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")[5]
+    assert info["run_id"] == 0 and info["status"] == "idle"  # nothing started
+    # with the secret, a run that fails fast (too few images for the batch) starts and reports its failure
+    ok = c.predict(**{**KNOBS, "train_subset": 8, "secret": "let-me-in"}, api_name="/train_start")
+    assert "run 1 started" in ok
+    info, _ = poll(c, lambda i: i["status"] == "failed", timeout=60)
+    assert "larger than the 8 training images" in info["end"]["reason"]
