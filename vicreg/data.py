@@ -102,12 +102,17 @@ def _cache_key(root: str, size: int) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_path(root: str, size: int = 32, cache_dir: str | None = None) -> str:
+    """Where the decoded uint8 copy of an image folder lives (changes when the folder changes)."""
+    return os.path.join(cache_dir or default_cache_dir(), f"{_cache_key(root, size)}.npz")
+
+
 def load_image_folder(root: str, size: int = 32, cache_dir: str | None = None, progress=None) -> Dataset:
     for split in ("train", "test"):
         if not os.path.isdir(os.path.join(root, split)):
             raise DataError(f"{root} is not an image folder: expected {root}/{split}/<class>/<image>.jpg")
-    cache_dir = cache_dir or default_cache_dir()
-    cache = os.path.join(cache_dir, f"{_cache_key(root, size)}.npz")
+    cache = cache_path(root, size, cache_dir)
+    cache_dir = os.path.dirname(cache)
     if os.path.exists(cache):
         with np.load(cache, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
