@@ -131,18 +131,23 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
 
 
 def _jitter(x: Tensor, p: AugParams) -> Tensor:
-    # Apply the four ops in each sample's own random order. At order position k every op runs on
-    # the whole batch with an identity factor for samples whose k-th op is a different one, so
-    # the batch never splits (no host syncs on a GPU). Brightness/contrast/saturation with factor
-    # 1 are exact identities; hue goes through HSV, so it is masked with where() instead.
+    # Apply the four ops in each sample's own random order without splitting the batch (no host
+    # syncs on a GPU). Brightness, contrast and saturation are all clamp(f*x + (1-f)*ref) with
+    # ref = 0, the image's mean gray, or the pixel's gray: at order position k one blend serves
+    # all three, with f = 1 (an exact identity) for samples whose k-th op is another one. Hue goes
+    # through HSV, which is not an exact identity at shift 0, so it is masked with where().
     one = torch.ones_like(p.brightness)
+    factors = torch.stack([p.brightness, p.contrast, p.saturation], 1)
     for k in range(4):
         op = torch.where(p.jitter, p.order[:, k], torch.full_like(p.order[:, k], -1))
-        x = (x * torch.where(op == 0, p.brightness, one).view(-1, 1, 1, 1)).clamp_(0, 1)
-        x = _blend(x, grayscale(x).mean((2, 3), keepdim=True), torch.where(op == 1, p.contrast, one))
-        x = _blend(x, grayscale(x), torch.where(op == 2, p.saturation, one))
-        is_hue = (op == 3).view(-1, 1, 1, 1)
-        x = torch.where(is_hue, adjust_hue(x, torch.where(op == 3, p.hue, 0 * one)), x)
+        is_blend = (op >= 0) & (op < 3)
+        f = torch.where(is_blend, factors.gather(1, op.clamp(0, 2)[:, None])[:, 0], one)
+        gray = grayscale(x)
+        ref = torch.where((op == 1).view(-1, 1, 1, 1), gray.mean((2, 3), keepdim=True), gray)
+        ref = ref * (op != 0).view(-1, 1, 1, 1)
+        x = _blend(x, ref, f)
+        is_hue = op == 3
+        x = torch.where(is_hue.view(-1, 1, 1, 1), adjust_hue(x, torch.where(is_hue, p.hue, 0 * one)), x)
     return x
 
 
