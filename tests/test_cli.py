@@ -87,3 +87,14 @@ def test_errors_are_one_line_and_nonzero(tmp_path, args, msg):
     assert msg in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_preset_fills_options_that_were_not_given():
+    from vicreg.__main__ import _apply_preset, _config, build_parser
+
+    args = build_parser().parse_args(["TRAIN", "--preset", "cpu30", "--epochs", "3"])
+    _apply_preset(args)
+    cfg = _config(args)
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.train_subset, cfg.epochs, cfg.name) == ("adamw", 2e-3, 64, 42000, 3, "cpu30")
+    r = cli("TRAIN", "--preset", "nope", cwd=ROOT)
+    assert r.returncode == 2 and "unknown preset 'nope'" in r.stderr

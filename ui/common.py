@@ -6,6 +6,7 @@ import html
 import os
 
 from vicreg.checkpoint import list_checkpoints
+from vicreg.config import PRESETS as CONFIG_PRESETS
 from vicreg.config import TrainConfig, default_checkpoint_dir
 
 ADMIN_ENV = "VICREG_ADMIN_TOKEN"
@@ -22,7 +23,11 @@ _d = TrainConfig()
 FULL = dict(name="cifar10_full", epochs=_d.epochs, batch_size=_d.batch_size, optimizer=_d.optimizer, lr=0.0,
             train_subset=0, inv=_d.loss.inv_coeff, var=_d.loss.var_coeff, cov=_d.loss.cov_coeff,
             knn_train=_d.knn_train, knn_test=_d.knn_test, warmup=_d.warmup_epochs)
-PRESETS = {"Quick CPU demo": QUICK, "Full CIFAR-10 recipe": FULL}
+_c = {**_d.to_dict(), **CONFIG_PRESETS["cpu30"]}
+CPU30 = dict(name="cpu30", epochs=_c["epochs"], batch_size=_c["batch_size"], optimizer=_c["optimizer"], lr=_c["lr"],
+             train_subset=_c["train_subset"], inv=_d.loss.inv_coeff, var=_d.loss.var_coeff, cov=_d.loss.cov_coeff,
+             knn_train=_d.knn_train, knn_test=_d.knn_test, warmup=_c["warmup_epochs"])
+PRESETS = {"Quick CPU demo": QUICK, "30-minute CPU recipe": CPU30, "Full CIFAR-10 recipe": FULL}
 KNOBS = ["name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "inv", "var", "cov", "knn_train", "knn_test", "warmup"]
 
 

@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="python -m vicreg", description="VICReg self-supervised learning on CIFAR-10 or an image folder.")
     p.add_argument("mode", help="TRAIN, RE_TRAIN (resume --model_path), EVALUATE (linear probe + kNN) or INFERENCE (embeddings to .npy)")
+    p.add_argument("--preset", default=None, help="TRAIN with a named recipe (cpu30: 30 minutes on a 2-core CPU); explicit options win")
     p.add_argument("--epochs", type=int, default=None, help="total epochs (TRAIN default 20; RE_TRAIN default: the checkpoint's)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--model_path", default=None, help="checkpoint to resume, evaluate or embed with")
@@ -54,6 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="*", default=None, help="INFERENCE: image files or folders (default: the test set)")
     p.add_argument("--output", default=None, help="INFERENCE: .npy path (default <checkpoint_dir>/<name>.embeddings.npy)")
     return p
+
+
+def _apply_preset(args) -> None:
+    from .config import PRESETS
+
+    if args.preset not in PRESETS:
+        raise CLIError(f"unknown preset {args.preset!r}: use one of {', '.join(PRESETS)}")
+    defaults = build_parser()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) == defaults.get_default(key):  # an option given explicitly wins
+            setattr(args, key, value)
+    if args.name == "vicreg_model":
+        args.name = args.preset
 
 
 def _config(args):
@@ -200,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode not in MODES:
             raise CLIError(f"unknown mode {args.mode!r}: use one of {', '.join(MODES)}")
         if args.mode == "TRAIN":
+            if args.preset:
+                _apply_preset(args)
             return _run_training(_config(args), None)
         if args.mode == "RE_TRAIN":
             path = _resolve_model(args)
