@@ -87,6 +87,30 @@ def test_train_start_poll_stop_resume(client, app_server):
         client.predict(**{**KNOBS, "batch_size": 1}, api_name="/train_start")
 
 
+def test_simultaneous_starts_make_one_job(client, app_server):
+    import threading
+
+    poll(client, lambda i: not i["active"], timeout=60)
+    barrier, replies = threading.Barrier(2), []
+
+    def start():
+        c = Client(app_server.url, verbose=False)  # two independent visitors
+        barrier.wait()
+        replies.append(c.predict(**{**KNOBS, "name": "twin"}, api_name="/train_start"))
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    started = [r for r in replies if "started" in r and "Not started" not in r]
+    refused = [r for r in replies if "already in progress" in r]
+    assert len(started) == 1 and len(refused) == 1, replies
+    info, _ = poll(client, lambda i: i["active"], timeout=60)
+    run_id = info["run_id"]
+    client.predict(secret="", api_name="/train_stop")
+    info, _ = poll(client, lambda i: not i["active"], timeout=90)
+    assert info["run_id"] == run_id  # still the one run
+
+
 def test_admin_secret(monkeypatch):
     from ui.common import admin_error
 

@@ -36,11 +36,11 @@ def _timeit(fn, steps: int, warmup: int = 1) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def matmul_ceiling(sizes=(2048, 4096)) -> dict[int, float]:
-    """GFLOP/s of bf16 n x n matmuls: the most this CPU's cores do in the model's precision."""
+def matmul_ceiling(sizes=(2048, 4096), dtype=torch.bfloat16) -> dict[int, float]:
+    """GFLOP/s of n x n matmuls: the most this CPU's cores do in a precision."""
     out = {}
     for n in sizes:
-        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         best = min(_timeit(lambda: a @ b, 2 if n > 2048 else 5, 1) for _ in range(3))
         out[n] = 2 * n**3 / best / 1e9
     return out
@@ -144,10 +144,12 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
 
     mm = matmul_ceiling()
     r["matmul_gflops"] = {str(k): v for k, v in mm.items()}
+    r["matmul_fp32_gflops"] = matmul_ceiling((2048,), torch.float32)[2048]
     r["conv_gflops"] = conv_rate(fast)
     r["ceiling_gflops"] = max(max(mm.values()), r["conv_gflops"])
     r["gflop_per_pair"] = flops_per_pair(cfg) / 1e9
     print(f"bf16 matmul: " + ", ".join(f"{k}^2 {v:.0f}" for k, v in mm.items()) + f" GFLOP/s; 64->64 conv {r['conv_gflops']:.0f} GFLOP/s; "
+          f"fp32 2048^2 matmul {r['matmul_fp32_gflops']:.0f} GFLOP/s (bf16/fp32 peak ratio {max(mm.values()) / r['matmul_fp32_gflops']:.1f}x); "
           f"a training pair costs {r['gflop_per_pair']:.2f} GFLOP -> ceiling {r['ceiling_gflops'] / r['gflop_per_pair']:.0f} pairs/s", flush=True)
 
     # augmentation alone
