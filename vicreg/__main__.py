@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_subset", type=int, default=None, help="train on N evenly spaced training images")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--log_every", type=int, default=0, help="steps between metric read-backs (0: every step on CPU, 25 on GPU)")
     p.add_argument("--probe_epochs", type=int, default=100, help="EVALUATE: linear-probe epochs on cached features")
     p.add_argument("--random_init", action="store_true", help="EVALUATE/INFERENCE a random-initialised backbone (baseline)")
     p.add_argument("--images", nargs="*", default=None, help="INFERENCE: image files or folders (default: the test set)")
@@ -76,7 +77,7 @@ def _config(args):
     return TrainConfig(
         epochs=args.epochs or 20, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed, device=args.device,
-        precision=args.precision, compile=args.compile, train_subset=args.train_subset, threads=args.threads,
+        precision=args.precision, compile=args.compile, train_subset=args.train_subset, threads=args.threads, log_every=args.log_every,
         data=args.data, name=args.name, checkpoint_dir=args.checkpoint_dir,
         model=ModelConfig(projector=args.projector),
         loss=LossConfig(inv_coeff=args.inv_coeff, var_coeff=args.var_coeff, cov_coeff=args.cov_coeff),
