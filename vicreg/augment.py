@@ -8,7 +8,7 @@ can show the exact parameters that produced each view.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +51,6 @@ class AugParams:
         d["grayscale"] = bool(self.gray[i])
         d["solarize"] = bool(self.solarize[i])
         return d
-
-    def to(self, device: torch.device | str) -> "AugParams":
-        return AugParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None, device) -> Tensor:
@@ -195,16 +192,3 @@ def two_views(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | N
     b, _ = augment(images, cfg, generator)
     return normalize(a, cfg), normalize(b, cfg)
 
-
-def resize_center(images: Tensor, size: int) -> Tensor:
-    """Evaluation-time preprocessing for non-square/larger images: resize short side, centre crop."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    x = images.float()
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    x = x[..., top : top + size, left : left + size]
-    return x.round().clamp(0, 255).to(images.dtype) if images.dtype == torch.uint8 else x

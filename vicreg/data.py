@@ -33,9 +33,6 @@ class Split:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def to(self, device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
-
 
 @dataclass
 class Dataset:
