@@ -148,7 +148,7 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
     r["conv_gflops"] = conv_rate(fast)
     r["ceiling_gflops"] = max(max(mm.values()), r["conv_gflops"])
     r["gflop_per_pair"] = flops_per_pair(cfg) / 1e9
-    print(f"bf16 matmul: " + ", ".join(f"{k}^2 {v:.0f}" for k, v in mm.items()) + f" GFLOP/s; 64->64 conv {r['conv_gflops']:.0f} GFLOP/s; "
+    print("bf16 matmul: " + ", ".join(f"{k}^2 {v:.0f}" for k, v in mm.items()) + f" GFLOP/s; 64->64 conv {r['conv_gflops']:.0f} GFLOP/s; "
           f"fp32 2048^2 matmul {r['matmul_fp32_gflops']:.0f} GFLOP/s (bf16/fp32 peak ratio {max(mm.values()) / r['matmul_fp32_gflops']:.1f}x); "
           f"a training pair costs {r['gflop_per_pair']:.2f} GFLOP -> ceiling {r['ceiling_gflops'] / r['gflop_per_pair']:.0f} pairs/s", flush=True)
 
@@ -179,7 +179,6 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
         if len(rates) < 3:
             raise RuntimeError(f"benchmark training run did not complete: {rates}")
     r["e2e_ours"] = float(np.mean(rates[2:]))
-    step_fp32 = _step_fn(cfg, orig)
     r["e2e_original"] = _loader_rate(imgs.numpy(), cfg, workers, lambda b: step_fp32(*b), max(2, steps // 2))
 
     # embedding extraction (no augmentation): ours bf16 channels-last batch 512 vs fp32 NCHW batch 128

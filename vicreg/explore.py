@@ -1,10 +1,8 @@
-"""Everything the app's Evaluate / Explore / UMAP tabs compute, with no gradio in sight.
+"""Per-image work behind the app's Explore / UMAP tabs, with no gradio in sight (the per-process
+caches that use it live in studio.py).
 
 - `decode_image`: untrusted bytes or a path -> (3, 32, 32) uint8, with every bad input turned into
   a `BadImage` (a ValueError) whose message can be shown to a visitor as is.
-- `Studio`: per-process caches shared by all visitors: the dataset, models, a feature index of the
-  CIFAR-10 test set per checkpoint (on disk as .npy, keyed by checkpoint path + mtime), its UMAP
-  (fitted in a child process, cached as .npy) and evaluation reports (JSON).
 - Neighbours, the kNN class guess and the map position of a new image are computed against that
   index: the position is the similarity-weighted mean of its nearest neighbours' map positions
   (milliseconds; no fitted UMAP object needed, so nothing has to be pickled).
@@ -13,23 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import subprocess
-import sys
 import threading
-import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .augment import augment, normalize
-from .config import AugmentConfig, default_cache_dir, default_data_root
-from .data import Dataset, Split, load_dataset
+from .augment import augment
+from .config import AugmentConfig
+from .data import resize_center_crop
 
 MAX_PIXELS = int(os.environ.get("VICREG_MAX_PIXELS", 40_000_000))
 MAX_BYTES = int(float(os.environ.get("VICREG_MAX_UPLOAD_MB", 20)) * 1024 * 1024)
@@ -136,12 +130,8 @@ def decode_image(src: bytes | str | os.PathLike, size: int = 32, max_pixels: int
         except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as e:
             raise _unreadable(e) from None
     if rgb.size != (size, size):
-        w, h = rgb.size
-        s = size / min(w, h)
-        rgb = rgb.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC, reducing_gap=3.0)
-        left, top = (rgb.size[0] - size) // 2, (rgb.size[1] - size) // 2
-        rgb = rgb.crop((left, top, left + size, top + size))
-        notes.append(f"resized from {w}x{h} to {size}x{size} (short side, centre crop)")
+        notes.append(f"resized from {rgb.size[0]}x{rgb.size[1]} to {size}x{size} (short side, centre crop)")
+        rgb = resize_center_crop(rgb, size)
     return Decoded(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy(), notes, (w, h), orig_mode, fmt)
 
 
@@ -205,14 +195,6 @@ class FeatureIndex:
         probs = knn_vote(sims[:vote_k], self.labels[rows[:vote_k]], len(self.classes))
         nbrs = [Neighbour(int(self.indices[r]), int(self.labels[r]), self.classes[self.labels[r]], float(s)) for r, s in zip(rows[:k], sims[:k])]
         return nbrs, {c: float(p) for c, p in zip(self.classes, probs)}, rows, sims
-
-
-def even_subset(split: Split, n: int | None) -> tuple[Split, np.ndarray]:
-    """n evenly spaced samples (every class of a class-sorted split is represented) and their indices."""
-    total = len(split)
-    idx = np.arange(total) if not n or n >= total else np.linspace(0, total - 1, n).round().astype(np.int64)
-    t = torch.from_numpy(idx)
-    return Split(split.images[t], split.labels[t]), idx
 
 
 def two_views(pixels: np.ndarray, aug: AugmentConfig, seed: int) -> tuple[list[np.ndarray], list[dict]]:

@@ -1,7 +1,6 @@
 """ResNet-18 with the CIFAR stem, and the VICReg expander ("projector")."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18
 

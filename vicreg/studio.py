@@ -24,8 +24,8 @@ import torch
 
 from . import umap_fit
 from .config import default_cache_dir, default_data_root
-from .data import Dataset, load_dataset
-from .explore import FeatureIndex, Progress, _save_npy, even_subset, l2_normalize, map_points, model_key, two_views
+from .data import Dataset, even_subset, load_dataset
+from .explore import FeatureIndex, Progress, _save_npy, l2_normalize, map_points, model_key, two_views
 
 
 class HubError(RuntimeError):

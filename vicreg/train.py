@@ -18,12 +18,12 @@ import torch
 from .augment import two_views
 from .checkpoint import checkpoint_path, load_checkpoint, load_model_state, load_optimizer_state, save_checkpoint
 from .config import TrainConfig
-from .data import Dataset, Split, load_dataset
+from .data import Dataset, even_subset, load_dataset
 from .evaluate import extract_features, knn_accuracy
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, to_dict
 from .model import VICReg
 from .optim import lr_at, make_optimizer, set_lr
-from .runtime import Runtime, make_runtime
+from .runtime import make_runtime
 
 
 def effective_rank(z: torch.Tensor) -> float:
@@ -32,14 +32,6 @@ def effective_rank(z: torch.Tensor) -> float:
     s = torch.linalg.svdvals((z - z.mean(0)).float())
     p = s / s.sum().clamp_min(1e-12)
     return math.exp(-(p * (p + 1e-12).log()).sum().item())
-
-
-def _subset(split: Split, n: int) -> Split:
-    """Evenly spaced, so every class of a class-sorted folder is represented."""
-    if n <= 0 or n >= len(split):
-        return split
-    idx = torch.linspace(0, len(split) - 1, n).long()
-    return Split(split.images[idx], split.labels[idx])
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -80,7 +72,7 @@ def _train(cfg: TrainConfig, stop: threading.Event, resume: str | None, data: Da
     cfg.validate()
     rt = make_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
     data = data or load_dataset(cfg.data, cfg.augment.size)
-    train_split = _subset(data.train, cfg.train_subset) if cfg.train_subset else data.train
+    train_split, _ = even_subset(data.train, cfg.train_subset)
     images = train_split.images.to(rt.device)  # whole set on the device as uint8
     n = images.shape[0]
     spe = n // cfg.batch_size  # drop the ragged last batch: BN and covariance want full batches
@@ -110,7 +102,7 @@ def _train(cfg: TrainConfig, stop: threading.Event, resume: str | None, data: Da
     out_path = checkpoint_path(cfg.checkpoint_dir, cfg.name)
     os.makedirs(cfg.checkpoint_dir, exist_ok=True)
     log = open(metrics_path(cfg), "a")
-    knn_bank, knn_query = _subset(data.train, cfg.knn_train), _subset(data.test, cfg.knn_test)
+    (knn_bank, _), (knn_query, _) = even_subset(data.train, cfg.knn_train), even_subset(data.test, cfg.knn_test)
 
     def emit(ev: Event) -> Event:
         log.write(json.dumps(to_dict(ev)) + "\n")
