@@ -24,33 +24,52 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{message} (see python -m vicreg --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .config import default_checkpoint_dir, default_data_root
+# CLI option -> TrainConfig field (dotted for nested configs). Defaults come from TrainConfig(), so
+# the parser never repeats them, and an option left out never overrides a preset.
+CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "epochs": ("epochs", int, "TRAIN: total epochs; RE_TRAIN: epochs to train beyond the checkpoint (default: finish its plan)"),
+    "batch_size": ("batch_size", int, "images per step (two views each)"),
+    "optimizer": ("optimizer", str, "lars or adamw"),
+    "lr": ("lr", float, "base learning rate, scaled by batch_size/256 (default: lars 0.3, adamw 1e-3)"),
+    "weight_decay": ("weight_decay", float, "default: lars 1e-4, adamw 1e-5"),
+    "warmup_epochs": ("warmup_epochs", float, "linear warm-up before the cosine decay"),
+    "projector": ("model.projector", str, "expander widths, e.g. 2048-2048-2048"),
+    "inv_coeff": ("loss.inv_coeff", float, "invariance weight (lambda)"),
+    "var_coeff": ("loss.var_coeff", float, "variance weight (mu)"),
+    "cov_coeff": ("loss.cov_coeff", float, "covariance weight (nu)"),
+    "view_size": ("augment.view_size", int, "side of the training views (0: the image size)"),
+    "seed": ("seed", int, "weight init, sample order and augmentation"),
+    "train_subset": ("train_subset", int, "train on N evenly spaced training images (0: all)"),
+    "device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
+    "precision": ("precision", str, "auto, bf16 or fp32"),
+    "threads": ("threads", int, "torch CPU threads (0: torch's default); use 1 on a shared CPU"),
+    "log_every": ("log_every", int, "steps between metric read-backs (0: every step on CPU, 25 on GPU)"),
+    "name": ("name", str, "run name: saved as <checkpoint_dir>/<name>.safetensors"),
+    "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS)"),
+    "data": ("data", str, "image folder with train/ and test/, a packed .npz, or a torchvision CIFAR-10 root (env VICREG_DATA)"),
+}
+RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "inv_coeff", "var_coeff",
+                  "cov_coeff", "view_size", "seed", "train_subset")
 
+
+def _field(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import PRESETS, TrainConfig
+
+    defaults = TrainConfig()
     p = _Parser(prog="python -m vicreg", description="VICReg self-supervised learning on CIFAR-10 or an image folder.")
-    p.add_argument("mode", help="TRAIN, RE_TRAIN (resume --model_path), EVALUATE (linear probe + kNN) or INFERENCE (embeddings to .npy)")
-    p.add_argument("--preset", default=None, help="TRAIN with a named recipe (cpu30: 30 minutes on a 2-core CPU); explicit options win")
-    p.add_argument("--epochs", type=int, default=None, help="total epochs (TRAIN default 20; RE_TRAIN default: the checkpoint's)")
-    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("mode", help="TRAIN, RE_TRAIN (continue --model_path), EVALUATE (linear probe + kNN) or INFERENCE (embeddings to .npy)")
+    p.add_argument("--preset", default=None, help=f"TRAIN a named recipe ({', '.join(PRESETS)}); explicit options win")
     p.add_argument("--model_path", default=None, help="checkpoint to resume, evaluate or embed with")
-    p.add_argument("--name", default="vicreg_model", help="checkpoint name, saved as <checkpoint_dir>/<name>.safetensors")
-    p.add_argument("--checkpoint_dir", default=default_checkpoint_dir())
-    p.add_argument("--data", default=default_data_root(), help="image folder with train/ and test/, or a torchvision CIFAR-10 root (env VICREG_DATA)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    p.add_argument("--optimizer", default="lars", choices=["lars", "adamw"])
-    p.add_argument("--lr", type=float, default=None, help="base learning rate, scaled by batch_size/256 (lars 0.3, adamw 1e-3)")
-    p.add_argument("--weight_decay", type=float, default=None)
-    p.add_argument("--warmup_epochs", type=float, default=2.0)
-    p.add_argument("--projector", default="2048-2048-2048")
-    p.add_argument("--inv_coeff", type=float, default=25.0)
-    p.add_argument("--var_coeff", type=float, default=25.0)
-    p.add_argument("--cov_coeff", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train_subset", type=int, default=None, help="train on N evenly spaced training images")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    p.add_argument("--log_every", type=int, default=0, help="steps between metric read-backs (0: every step on CPU, 25 on GPU)")
+    for opt, (dotted, kind, text) in CONFIG_OPTIONS.items():
+        choices = {"optimizer": ["lars", "adamw"], "precision": ["auto", "bf16", "fp32"]}.get(opt)
+        p.add_argument(f"--{opt}", type=kind, default=None, choices=choices, help=f"{text} [{_field(defaults, dotted)}]")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--probe_epochs", type=int, default=100, help="EVALUATE: linear-probe epochs on cached features")
     p.add_argument("--random_init", action="store_true", help="EVALUATE/INFERENCE a random-initialised backbone (baseline)")
     p.add_argument("--images", nargs="*", default=None, help="INFERENCE: image files or folders (default: the test set)")
@@ -58,30 +77,60 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _apply_preset(args) -> None:
-    from .config import PRESETS
-
-    if args.preset not in PRESETS:
-        raise CLIError(f"unknown preset {args.preset!r}: use one of {', '.join(PRESETS)}")
-    defaults = build_parser()
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) == defaults.get_default(key):  # an option given explicitly wins
-            setattr(args, key, value)
-    if args.name == "vicreg_model":
-        args.name = args.preset
+def _given(args, names) -> dict:
+    """{dotted field: value} for the options the user actually gave."""
+    out: dict = {}
+    for opt in names:
+        value = getattr(args, opt)
+        if value is None:
+            continue
+        dotted = CONFIG_OPTIONS[opt][0] if opt in CONFIG_OPTIONS else opt
+        head, _, tail = dotted.partition(".")
+        if tail:
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[head] = value
+    return out
 
 
 def _config(args):
-    from .config import LossConfig, ModelConfig, TrainConfig
+    from .config import TrainConfig
 
-    return TrainConfig(
-        epochs=args.epochs or 20, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed, device=args.device,
-        precision=args.precision, compile=args.compile, train_subset=args.train_subset, threads=args.threads, log_every=args.log_every,
-        data=args.data, name=args.name, checkpoint_dir=args.checkpoint_dir,
-        model=ModelConfig(projector=args.projector),
-        loss=LossConfig(inv_coeff=args.inv_coeff, var_coeff=args.var_coeff, cov_coeff=args.cov_coeff),
-    ).validate()
+    given = _given(args, [*CONFIG_OPTIONS, "compile"])
+    if "train_subset" in given:
+        given["train_subset"] = given["train_subset"] or None
+    base = TrainConfig.from_preset(args.preset) if args.preset else TrainConfig()
+    return base.updated(given).validate()
+
+
+def _fill_run_defaults(args) -> None:
+    """EVALUATE / INFERENCE read these options directly: unset ones take TrainConfig's values."""
+    from .config import TrainConfig
+
+    defaults = TrainConfig()
+    for opt in ("device", "precision", "threads", "seed", "data", "checkpoint_dir"):
+        if getattr(args, opt) is None:
+            setattr(args, opt, getattr(defaults, opt))
+
+
+def _resume(args) -> int:
+    """RE_TRAIN: finish the checkpoint's planned run, or (--epochs N) train N more epochs; into the
+    same file unless --name gives a new one."""
+    from .checkpoint import checkpoint_stem, load_checkpoint, more_epochs, resume_config
+    from .config import TrainConfig
+
+    ckpt = load_checkpoint(_resolve_model(args))  # fail early, with the checkpoint's own message
+    ignored = [f"--{o}" for o in RECIPE_OPTIONS if getattr(args, o) is not None]
+    if ignored or args.preset:
+        print(f"note: RE_TRAIN keeps the checkpoint's recipe; ignoring {', '.join(ignored + (['--preset'] if args.preset else []))}")
+    run = TrainConfig().updated(_given(args, ["device", "precision", "threads", "log_every", "data", "compile"]))
+    run.name = args.name or checkpoint_stem(ckpt.path)
+    if args.checkpoint_dir:
+        run.checkpoint_dir = args.checkpoint_dir
+    elif not args.name:  # no new name: continue in the same file, wherever it is
+        run.checkpoint_dir = os.path.dirname(ckpt.path) or "."
+    total = more_epochs(ckpt, args.epochs) if args.epochs is not None else None
+    return _run_training(resume_config(ckpt, run, total), ckpt.path)
 
 
 def _run_training(cfg, resume: str | None) -> int:
@@ -168,6 +217,7 @@ def _evaluate(args) -> int:
 def _inference(args) -> int:
     import numpy as np
 
+    from .checkpoint import checkpoint_stem
     from .data import IMAGE_EXTS, load_dataset
     from .embed import embed_images, load_files, load_model
     from .runtime import make_runtime
@@ -195,7 +245,7 @@ def _inference(args) -> int:
         images = load_dataset(args.data, cfg.augment.size).test.images
         what = "the test set"
     emb = embed_images(model.backbone, images, rt, cfg)
-    out = args.output or os.path.join(args.checkpoint_dir, f"{os.path.splitext(os.path.basename(path or 'random_init'))[0]}.embeddings.npy")
+    out = args.output or os.path.join(args.checkpoint_dir, f"{checkpoint_stem(path) if path else 'random_init'}.embeddings.npy")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     np.save(out, emb)
     norms = np.linalg.norm(emb, axis=1)
@@ -215,22 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode not in MODES:
             raise CLIError(f"unknown mode {args.mode!r}: use one of {', '.join(MODES)}")
         if args.mode == "TRAIN":
-            if args.preset:
-                _apply_preset(args)
             return _run_training(_config(args), None)
         if args.mode == "RE_TRAIN":
-            path = _resolve_model(args)
-            from .checkpoint import load_checkpoint
-
-            old = load_checkpoint(path)  # fail early, with the checkpoint's own message
-            cfg = _config(args)
-            cfg.epochs = args.epochs or old.config.epochs
-            if old.meta["epoch"] >= cfg.epochs:
-                raise CLIError(f"{old.path} already has {old.meta['epoch']} of {cfg.epochs} epochs; pass --epochs N with N > {old.meta['epoch']} to train further")
-            if args.name == "vicreg_model":  # no new name given: continue in the same file
-                cfg.name = os.path.splitext(os.path.basename(old.path))[0]
-                cfg.checkpoint_dir = os.path.dirname(old.path) or "."
-            return _run_training(cfg, old.path)
+            return _resume(args)
+        _fill_run_defaults(args)
         if args.mode == "EVALUATE":
             return _evaluate(args)
         return _inference(args)

@@ -177,18 +177,19 @@ def normalize(x: Tensor, cfg: AugmentConfig) -> Tensor:
 
 
 def augment(
-    images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None
+    images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None, size: int | None = None
 ) -> tuple[Tensor, AugParams]:
     """One augmented view of each image ([0, 1] floats, not normalised) and its parameters."""
     if images.ndim == 3:  # a single image
         images = images.unsqueeze(0)
     p = sample_params(images.shape[0], cfg, generator, images.device)
-    return apply_params(images, p, cfg.size), p
+    return apply_params(images, p, size or cfg.size), p
 
 
 def two_views(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """The training pair: two independent views, normalised for the network."""
-    a, _ = augment(images, cfg, generator)
-    b, _ = augment(images, cfg, generator)
+    size = cfg.view_size or cfg.size
+    a, _ = augment(images, cfg, generator, size)
+    b, _ = augment(images, cfg, generator, size)
     return normalize(a, cfg), normalize(b, cfg)
 

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig
+from .files import atomic_write, atomic_write_text
 
 SUFFIX = ".safetensors"
 FORMAT = "vicreg-studio/1"
@@ -35,8 +36,19 @@ class Checkpoint:
     def config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.meta["config"])
 
+    @property
+    def packed(self) -> bool:
+        """A demo checkpoint: backbone weights only, in 16 bit; it embeds but cannot resume."""
+        return bool(self.meta.get("packed"))
+
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+
+def checkpoint_stem(path: str) -> str:
+    """'checkpoints/cpu90.safetensors' -> 'cpu90': the run name a checkpoint file carries."""
+    base = os.path.basename(path)
+    return base[: -len(SUFFIX)] if base.endswith(SUFFIX) else os.path.splitext(base)[0]
 
 
 def safe_name(name: str) -> str:
@@ -65,18 +77,6 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _atomic_write(path: str, write) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_checkpoint(
     path: str,
     model: torch.nn.Module,
@@ -93,15 +93,30 @@ def save_checkpoint(
         t, layout = _optimizer_tensors(opt)
         tensors.update(t)
         meta["optimizer"] = layout
+    return _write(path, tensors, meta)
+
+
+def _write(path: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
     text = json.dumps(meta)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"vicreg": text}))
-
-    def write_json(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump({k: v for k, v in meta.items() if k != "optimizer"}, f, indent=2)
-
-    _atomic_write(path[: -len(SUFFIX)] + ".json" if path.endswith(SUFFIX) else path + ".json", write_json)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"vicreg": text}))
+    sidecar = {k: v for k, v in meta.items() if k != "optimizer"}
+    atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2))
     return path
+
+
+def sidecar_path(path: str) -> str:
+    """The JSON copy of a checkpoint's metadata, for people and tools without torch."""
+    return path[: -len(SUFFIX)] + ".json" if path.endswith(SUFFIX) else path + ".json"
+
+
+def pack_checkpoint(ckpt: "Checkpoint", path: str, extra_meta: dict[str, Any] | None = None) -> str:
+    """Write the demo form of a checkpoint: backbone weights in fp16 and the metadata, without the
+    projector, optimiser or RNG state (a third of the size; embeds exactly as well, cannot resume)."""
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.tensors.items()
+               if k.startswith("model.backbone.")}
+    meta = {k: v for k, v in ckpt.meta.items() if k != "optimizer"}
+    meta.update(extra_meta or {}, packed=True, step_in_epoch=0)
+    return _write(path, tensors, meta)
 
 
 def read_meta(path: str) -> dict[str, Any]:
@@ -139,8 +154,15 @@ def load_checkpoint(path: str) -> Checkpoint:
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
+    """All weights; for a packed checkpoint only the backbone's (the projector keeps its init)."""
+    state = ckpt.model_state()
     try:
-        model.load_state_dict(ckpt.model_state(), strict=True)
+        if ckpt.packed:
+            prefix = "backbone."
+            backbone = {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}
+            model.backbone.load_state_dict(backbone, strict=True)
+        else:
+            model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise CheckpointError(f"checkpoint {ckpt.path} does not match this model ({first[0] if first else e}); check --projector") from None
@@ -148,6 +170,9 @@ def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
 
 def load_optimizer_state(opt: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
     layout = ckpt.meta.get("optimizer")
+    if ckpt.packed:
+        raise CheckpointError(f"{ckpt.path} is a packed demo checkpoint (backbone only, 16-bit), so training cannot "
+                              "resume from it; train a full one with its preset (see its metadata's 'command')")
     if layout is None:
         raise CheckpointError(f"checkpoint {ckpt.path} has no optimiser state, so training cannot resume from it")
     state: dict[int, dict[str, Any]] = {}
@@ -179,3 +204,37 @@ def list_checkpoints(checkpoint_dir: str) -> list[tuple[str, dict[str, Any]]]:
             except CheckpointError:
                 continue
     return sorted(out, key=lambda t: os.path.getmtime(t[0]), reverse=True)
+
+
+# Settings of the run rather than of the recipe: a resume takes them from the caller.
+RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
+              "knn_train", "knn_test")
+
+
+def resume_config(ckpt: Checkpoint, run: TrainConfig, epochs: int | None = None) -> TrainConfig:
+    """The one resume rule (CLI, app and trainer): the checkpoint's recipe (model, loss,
+    augmentation, optimiser, schedule shape, data subset, seed) with the caller's RUN_FIELDS.
+
+    `epochs` is the run's new total: None finishes the planned run, which is exact (the same weights
+    as never stopping). A larger total continues the same schedule as if it had been planned that
+    long from the start: warm-up unchanged, the cosine stretched to the new last step. `more_epochs`
+    turns "N more epochs" into that total.
+    """
+    if ckpt.packed:
+        raise CheckpointError(f"{ckpt.path} is a packed demo checkpoint (backbone only, 16-bit), so training "
+                              "cannot resume from it; train a full one with its preset")
+    cfg = TrainConfig.from_dict({**ckpt.meta["config"], **{k: getattr(run, k) for k in RUN_FIELDS}})
+    cfg.epochs = int(epochs) if epochs is not None else cfg.epochs
+    done = int(ckpt.meta.get("epoch", 0))
+    if done >= cfg.epochs:
+        raise CheckpointError(f"{checkpoint_stem(ckpt.path)} has finished its {done} planned epochs; "
+                              "ask for more epochs to train further (RE_TRAIN --epochs N trains N more)")
+    return cfg.validate()
+
+
+def more_epochs(ckpt: Checkpoint, n: int) -> int:
+    """The total that trains `n` more epochs from where the checkpoint stands (a checkpoint saved
+    inside an epoch finishes that epoch as the first of the n)."""
+    if n < 1:
+        raise CheckpointError(f"the number of extra epochs must be at least 1, got {n}")
+    return int(ckpt.meta.get("epoch", 0)) + n

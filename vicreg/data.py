@@ -9,13 +9,14 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .config import default_cache_dir
+from .files import atomic_write
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -127,27 +128,37 @@ def load_image_folder(root: str, size: int = 32, cache_dir: str | None = None, p
         if not os.path.isdir(os.path.join(root, split)):
             raise DataError(f"{root} is not an image folder: expected {root}/{split}/<class>/<image>.jpg")
     cache = cache_path(root, size, cache_dir)
-    cache_dir = os.path.dirname(cache)
     if os.path.exists(cache):
-        with np.load(cache, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        classes = json.loads(str(arrays.pop("classes")))
-    else:
-        tr_x, tr_y, classes = _decode_split(os.path.join(root, "train"), size, progress)
-        te_x, te_y, te_classes = _decode_split(os.path.join(root, "test"), size, progress)
-        if te_classes != classes:
-            raise DataError(f"train and test class folders differ in {root}: {classes} vs {te_classes}")
-        arrays = {"train_x": tr_x, "train_y": tr_y, "test_x": te_x, "test_y": te_y}
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = cache + f".tmp{os.getpid()}.npz"
-        np.savez(tmp, classes=np.asarray(json.dumps(classes)), **arrays)
-        os.replace(tmp, cache)  # atomic: a crash never leaves a half-written cache behind
+        return replace(load_packed(cache), source=os.path.abspath(root))
+    tr_x, tr_y, classes = _decode_split(os.path.join(root, "train"), size, progress)
+    te_x, te_y, te_classes = _decode_split(os.path.join(root, "test"), size, progress)
+    if te_classes != classes:
+        raise DataError(f"train and test class folders differ in {root}: {classes} vs {te_classes}")
+    arrays = {"train_x": tr_x, "train_y": tr_y, "test_x": te_x, "test_y": te_y}
+    atomic_write(cache, lambda tmp: np.savez(tmp, classes=np.asarray(json.dumps(classes)), **arrays), fsync=False)
+    return _from_arrays(arrays, classes, os.path.abspath(root))
+
+
+def _from_arrays(arrays: dict, classes: list[str], source: str) -> Dataset:
     return Dataset(
-        Split(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"])),
-        Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
+        Split(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"]).long()),
+        Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"]).long()),
         classes,
-        os.path.abspath(root),
+        source,
     )
+
+
+def load_packed(path: str) -> Dataset:
+    """A dataset packed in one .npz (no pickle): uint8 train_x / test_x shaped (N, 3, S, S), int
+    train_y / test_y, and `classes` as a JSON list. The decode cache and the app's embedded CIFAR-10
+    sample both use this layout; other arrays in the file are ignored."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y", "classes")}
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{os.path.basename(path)} is not a packed dataset (.npz with train_x, train_y, test_x, "
+                        f"test_y and classes): {e}") from None
+    return _from_arrays(arrays, json.loads(str(arrays["classes"])), os.path.abspath(path))
 
 
 def load_torchvision_cifar10(root: str) -> Dataset:
@@ -171,7 +182,10 @@ def load_torchvision_cifar10(root: str) -> Dataset:
 
 
 def load_dataset(data: str, size: int = 32, cache_dir: str | None = None, progress=None) -> Dataset:
-    """`data` is an ImageFolder root (train/ and test/ inside) or a torchvision CIFAR-10 root."""
+    """`data` is a packed .npz, an ImageFolder root (train/ and test/ inside) or a torchvision
+    CIFAR-10 root (downloaded there if missing)."""
+    if data.endswith(".npz") and os.path.isfile(data):
+        return load_packed(data)
     if os.path.isdir(os.path.join(data, "train")) and os.path.isdir(os.path.join(data, "test")):
         return load_image_folder(data, size, cache_dir, progress)
     return load_torchvision_cifar10(data)

@@ -16,7 +16,15 @@ from typing import Iterator
 import torch
 
 from .augment import two_views
-from .checkpoint import checkpoint_path, load_checkpoint, load_model_state, load_optimizer_state, save_checkpoint
+from .checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    load_model_state,
+    load_optimizer_state,
+    resume_config,
+    safe_name,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .data import Dataset, even_subset, load_dataset
 from .evaluate import extract_features, knn_accuracy
@@ -39,7 +47,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def metrics_path(cfg: TrainConfig) -> str:
-    return checkpoint_path(cfg.checkpoint_dir, cfg.name)[: -len(".safetensors")] + ".metrics.jsonl"
+    return os.path.join(cfg.checkpoint_dir, safe_name(cfg.name) + ".metrics.jsonl")
 
 
 def train(
@@ -50,8 +58,9 @@ def train(
 ) -> Iterator[Event]:
     """Yield a StartEvent, StepEvents, an EpochEvent per epoch, and always one final EndEvent.
 
-    `resume` is a checkpoint path; its config is used except for epochs/name/device/paths taken
-    from `cfg`. Setting `stop` ends the run after the current step with a resumable checkpoint.
+    `resume` is a checkpoint path; `checkpoint.resume_config` decides what comes from it and what
+    from `cfg` (cfg.epochs is the run's total). Setting `stop` ends the run after the current step
+    with a resumable checkpoint.
     """
     stop = stop or threading.Event()
     t0 = time.perf_counter()
@@ -66,9 +75,7 @@ def _train(cfg: TrainConfig, stop: threading.Event, resume: str | None, data: Da
     ckpt = None
     if resume:
         ckpt = load_checkpoint(resume)
-        old = ckpt.config
-        # keep the model/loss/augmentation/optimiser recipe; take run-level settings from cfg
-        cfg = TrainConfig.from_dict({**old.to_dict(), **{k: getattr(cfg, k) for k in ("epochs", "name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads", "knn_train", "knn_test")}})
+        cfg = resume_config(ckpt, cfg, cfg.epochs)
     cfg.validate()
     rt = make_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
     data = data or load_dataset(cfg.data, cfg.augment.size)
@@ -94,8 +101,6 @@ def _train(cfg: TrainConfig, stop: threading.Event, resume: str | None, data: Da
         start_epoch, step, in_epoch = ckpt.meta["epoch"], ckpt.meta["step"], ckpt.meta.get("step_in_epoch", 0)
         if in_epoch and "rng.augment" in ckpt.tensors:
             gen.set_state(ckpt.tensors["rng.augment"].cpu())
-        if start_epoch >= cfg.epochs:
-            raise ValueError(f"{resume} already has {start_epoch} of {cfg.epochs} epochs; ask for more epochs to train further")
     fwd = torch.compile(model) if cfg.compile else model
     loss_kw = dict(inv_coeff=cfg.loss.inv_coeff, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff, eps=cfg.loss.eps)
     log_every = cfg.log_every or (1 if rt.device.type == "cpu" else 25)
