@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe_epochs", type=int, default=100, help="EVALUATE: linear-probe epochs on cached features")
     p.add_argument("--random_init", action="store_true", help="EVALUATE/INFERENCE a random-initialised backbone (baseline)")
     p.add_argument("--images", nargs="*", default=None, help="INFERENCE: image files or folders (default: the test set)")
-    p.add_argument("--output", default=None, help="INFERENCE: .npy path (default <checkpoint_dir>/<name>.embeddings.npy)")
+    p.add_argument("--output", default=None, help="INFERENCE: embeddings .npy (default <checkpoint_dir>/<name>.embeddings.npy); EVALUATE: report .json")
     return p
 
 
@@ -189,17 +189,18 @@ def _resolve_model(args, required: bool = True) -> str | None:
 
 
 def _evaluate(args) -> int:
+    from tqdm import tqdm
+
     from .data import load_dataset
     from .embed import load_model
     from .evaluate import evaluate_backbone
+    from .files import atomic_write_text
     from .runtime import make_runtime
 
     path = _resolve_model(args)
     rt = make_runtime(args.device, args.precision, threads=args.threads)
     model, cfg, _ = load_model(path, rt, args.seed)
     data = load_dataset(args.data, cfg.augment.size)
-    from tqdm import tqdm
-
     with tqdm(total=100, unit="%", dynamic_ncols=True) as bar:
         def progress(f: float, desc: str) -> None:
             bar.set_description_str(desc)
@@ -208,9 +209,17 @@ def _evaluate(args) -> int:
         rep = evaluate_backbone(model.backbone, data.train.images, data.train.labels, data.test.images, data.test.labels,
                                 data.classes, rt, cfg.augment, probe_epochs=args.probe_epochs, progress=progress)
     who = path or "random-initialised backbone"
-    print(f"{who}: linear probe top-1 {rep.linear.top1:.2%} (train {rep.linear.train_top1:.2%}), kNN (k=200, T=0.1) top-1 {rep.knn_top1:.2%} [{rep.seconds:.0f}s]")
+    print(f"{who}: linear probe top-1 {rep.linear.top1:.2%} (train {rep.linear.train_top1:.2%}), "
+          f"kNN (k=200, T=0.1) top-1 {rep.knn_top1:.2%} [{rep.seconds:.0f}s]")
     print("per class: " + ", ".join(f"{c} {a:.0%}" for c, a in zip(rep.classes, rep.linear.per_class)))
-    print(json.dumps({"model": who, "linear_top1": rep.linear.top1, "knn_top1": rep.knn_top1, "per_class": rep.linear.per_class}))
+    report = {"model": who, "linear_top1": rep.linear.top1, "knn_top1": rep.knn_top1, "train_top1": rep.linear.train_top1,
+              "per_class": rep.linear.per_class, "confusion": rep.linear.confusion, "classes": rep.classes,
+              "n_train": len(data.train), "n_test": len(data.test), "probe_epochs": args.probe_epochs,
+              "seconds": rep.seconds, "runtime": rt.describe()}
+    print(json.dumps({k: report[k] for k in ("model", "linear_top1", "knn_top1", "per_class")}))
+    if args.output:  # the whole report (with the confusion matrix) as JSON
+        atomic_write_text(args.output, json.dumps(report, indent=1))
+        print(f"report -> {args.output}")
     return 0
 
 

@@ -184,7 +184,9 @@ def load_torchvision_cifar10(root: str) -> Dataset:
 def load_dataset(data: str, size: int = 32, cache_dir: str | None = None, progress=None) -> Dataset:
     """`data` is a packed .npz, an ImageFolder root (train/ and test/ inside) or a torchvision
     CIFAR-10 root (downloaded there if missing)."""
-    if data.endswith(".npz") and os.path.isfile(data):
+    if data.endswith(".npz"):
+        if not os.path.isfile(data):
+            raise DataError(f"packed dataset {data} does not exist")
         return load_packed(data)
     if os.path.isdir(os.path.join(data, "train")) and os.path.isdir(os.path.join(data, "test")):
         return load_image_folder(data, size, cache_dir, progress)

@@ -11,12 +11,14 @@ import math
 import os
 import threading
 import time
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Iterator
 
 import torch
 
 from .augment import two_views
 from .checkpoint import (
+    Checkpoint,
     checkpoint_path,
     load_checkpoint,
     load_model_state,
@@ -26,12 +28,12 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig
-from .data import Dataset, even_subset, load_dataset
+from .data import Dataset, Split, even_subset, load_dataset
 from .evaluate import extract_features, knn_accuracy
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, to_dict
 from .model import VICReg
 from .optim import lr_at, make_optimizer, set_lr
-from .runtime import make_runtime
+from .runtime import Runtime, make_runtime
 
 
 def effective_rank(z: torch.Tensor) -> float:
@@ -50,6 +52,46 @@ def metrics_path(cfg: TrainConfig) -> str:
     return os.path.join(cfg.checkpoint_dir, safe_name(cfg.name) + ".metrics.jsonl")
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds between steps."""
+
+    cfg: TrainConfig
+    rt: Runtime
+    data: Dataset
+    images: torch.Tensor  # the training split, uint8, on the device
+    model: VICReg
+    fwd: torch.nn.Module  # the model, compiled or not
+    opt: torch.optim.Optimizer
+    gen: torch.Generator  # the augmentation stream
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    out_path: str
+    log: IO[str]
+    knn_bank: Split
+    knn_query: Split
+    step: int = 0
+    start_epoch: int = 0
+    in_epoch: int = 0  # steps already done inside start_epoch (a mid-epoch resume)
+    metrics: dict = field(default_factory=dict)  # the latest loss terms and kNN, saved with checkpoints
+    saved: str | None = None  # the last checkpoint this run wrote
+
+    def emit(self, ev: Event) -> Event:
+        self.log.write(json.dumps(to_dict(ev)) + "\n")
+        self.log.flush()
+        return ev
+
+    def save(self, epoch: int, in_epoch: int) -> str:
+        # a mid-epoch stop also saves the augmentation stream so that resuming continues it
+        meta = {"config": self.cfg.to_dict(), "epoch": epoch, "step": self.step, "step_in_epoch": in_epoch,
+                "complete": epoch >= self.cfg.epochs, "metrics": self.metrics, "runtime": self.rt.describe(),
+                "saved_at": time.time()}
+        extra = {"rng.augment": self.gen.get_state()} if in_epoch else None
+        self.saved = save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra)
+        return self.saved
+
+
 def train(
     cfg: TrainConfig,
     stop: threading.Event | None = None,
@@ -64,116 +106,128 @@ def train(
     """
     stop = stop or threading.Event()
     t0 = time.perf_counter()
-    state = {"epoch": 0, "step": 0, "ckpt": None}
+    run = None
     try:
-        yield from _train(cfg, stop, resume, data, t0, state)
+        run = _setup(cfg, resume, data)
+        try:
+            yield from _loop(run, stop, resume, t0)
+        finally:
+            run.log.close()
     except Exception as e:  # the generator's contract: every run ends with an EndEvent
-        yield EndEvent("failed", f"{type(e).__name__}: {e}", state["ckpt"], state["epoch"], state["step"], time.perf_counter() - t0)
+        ckpt, epoch, step = (run.saved, run.start_epoch, run.step) if run is not None else (None, 0, 0)
+        yield EndEvent("failed", f"{type(e).__name__}: {e}", ckpt, epoch, step, time.perf_counter() - t0)
 
 
-def _train(cfg: TrainConfig, stop: threading.Event, resume: str | None, data: Dataset | None, t0: float, state: dict) -> Iterator[Event]:
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(resume)
+def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None) -> _Run:
+    ckpt: Checkpoint | None = load_checkpoint(resume) if resume else None
+    if ckpt is not None:
         cfg = resume_config(ckpt, cfg, cfg.epochs)
     cfg.validate()
     rt = make_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
     data = data or load_dataset(cfg.data, cfg.augment.size)
     train_split, _ = even_subset(data.train, cfg.train_subset)
     images = train_split.images.to(rt.device)  # whole set on the device as uint8
-    n = images.shape[0]
-    spe = n // cfg.batch_size  # drop the ragged last batch: BN and covariance want full batches
+    spe = images.shape[0] // cfg.batch_size  # drop the ragged last batch: BN and covariance want full batches
     if spe < 1:
-        raise ValueError(f"batch size {cfg.batch_size} is larger than the {n} training images")
+        raise ValueError(f"batch size {cfg.batch_size} is larger than the {images.shape[0]} training images")
     total = spe * cfg.epochs
-    warmup = min(int(cfg.warmup_epochs * spe), total // 2)
 
     torch.manual_seed(cfg.seed)  # weight init
     model = VICReg(cfg.model).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg, fused=rt.device.type == "cuda")
-    gen = torch.Generator(device=rt.device)
-    start_epoch, step, in_epoch = 0, 0, 0
+    os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+    run = _Run(
+        cfg, rt, data, images, model, torch.compile(model) if cfg.compile else model, opt,
+        torch.Generator(device=rt.device), spe, total, min(int(cfg.warmup_epochs * spe), total // 2),
+        checkpoint_path(cfg.checkpoint_dir, cfg.name), open(metrics_path(cfg), "a"),
+        even_subset(data.train, cfg.knn_train)[0], even_subset(data.test, cfg.knn_test)[0],
+    )
     if ckpt is not None:
         load_model_state(model, ckpt)
         load_optimizer_state(opt, ckpt)
-        start_epoch, step, in_epoch = ckpt.meta["epoch"], ckpt.meta["step"], ckpt.meta.get("step_in_epoch", 0)
-        if in_epoch and "rng.augment" in ckpt.tensors:
-            gen.set_state(ckpt.tensors["rng.augment"].cpu())
-    fwd = torch.compile(model) if cfg.compile else model
-    loss_kw = dict(inv_coeff=cfg.loss.inv_coeff, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff, eps=cfg.loss.eps)
-    log_every = cfg.log_every or (1 if rt.device.type == "cpu" else 25)
-    out_path = checkpoint_path(cfg.checkpoint_dir, cfg.name)
-    os.makedirs(cfg.checkpoint_dir, exist_ok=True)
-    log = open(metrics_path(cfg), "a")
-    (knn_bank, _), (knn_query, _) = even_subset(data.train, cfg.knn_train), even_subset(data.test, cfg.knn_test)
+        run.start_epoch, run.step = ckpt.meta["epoch"], ckpt.meta["step"]
+        run.in_epoch = ckpt.meta.get("step_in_epoch", 0)
+        run.metrics = dict(ckpt.meta.get("metrics", {}))
+        if run.in_epoch and "rng.augment" in ckpt.tensors:
+            run.gen.set_state(ckpt.tensors["rng.augment"].cpu())
+    return run
 
-    def emit(ev: Event) -> Event:
-        log.write(json.dumps(to_dict(ev)) + "\n")
-        log.flush()
-        return ev
 
-    def save(epoch: int, in_ep: int, metrics: dict) -> str:
-        # a mid-epoch stop also saves the augmentation stream so that resuming continues it
-        state["ckpt"] = save_checkpoint(
-            out_path, model, opt,
-            {"config": cfg.to_dict(), "epoch": epoch, "step": step, "step_in_epoch": in_ep,
-             "complete": epoch >= cfg.epochs, "metrics": metrics, "runtime": rt.describe(), "saved_at": time.time()},
-            extra={"rng.augment": gen.get_state()} if in_ep else None,
-        )
-        return state["ckpt"]
+def _loop(run: _Run, stop: threading.Event, resume: str | None, t0: float) -> Iterator[Event]:
+    cfg = run.cfg
+    yield run.emit(StartEvent(cfg.name, run.rt.describe(), run.start_epoch, run.step, cfg.epochs, run.steps_per_epoch,
+                              run.total, run.images.shape[0], resume, cfg.to_dict()))
+    run.model.train()
+    for epoch in range(run.start_epoch, cfg.epochs):
+        run.start_epoch = epoch
+        t_epoch = time.perf_counter()
+        stopped_at = yield from _epoch(run, epoch, stop, t0)
+        if stopped_at is not None:
+            path = run.save(epoch, stopped_at)
+            reason = f"stopped at epoch {epoch + 1}, step {stopped_at}/{run.steps_per_epoch}"
+            yield run.emit(EndEvent("stopped", reason, path, epoch, run.step, time.perf_counter() - t0))
+            return
+        run.in_epoch = 0
+        run.metrics["knn_top1"] = _knn_monitor(run)
+        path = run.save(epoch + 1, 0)
+        yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], path, time.perf_counter() - t_epoch,
+                                  time.perf_counter() - t0))
+    run.start_epoch = cfg.epochs
+    yield run.emit(EndEvent("finished", f"trained {cfg.epochs} epochs", run.saved, cfg.epochs, run.step,
+                            time.perf_counter() - t0))
 
-    try:
-        yield emit(StartEvent(cfg.name, rt.describe(), start_epoch, step, cfg.epochs, spe, total, n, resume, cfg.to_dict()))
-        model.train()
-        last_metrics: dict = dict(ckpt.meta.get("metrics", {})) if ckpt else {}
-        for epoch in range(start_epoch, cfg.epochs):
-            state["epoch"] = epoch
-            order = _epoch_order(n, cfg.seed, epoch).to(rt.device)
-            if in_epoch == 0:
-                gen.manual_seed(cfg.seed * 100_003 + epoch + 1)
-            t_epoch = t_win = time.perf_counter()
-            win_steps = 0
-            for i in range(in_epoch, spe):
-                if stop.is_set():
-                    path = save(epoch, i, last_metrics)
-                    yield emit(EndEvent("stopped", f"stopped at epoch {epoch + 1}, step {i}/{spe}", path, epoch, step, time.perf_counter() - t0))
-                    return
-                batch = images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
-                v_a, v_b = two_views(batch, cfg.augment, gen)
-                lr = lr_at(step, total, warmup, cfg.scaled_lr(), cfg.min_lr_ratio)
-                set_lr(opt, lr)
-                with rt.autocast():
-                    terms, z_a, _ = fwd(rt.prepare(v_a), rt.prepare(v_b), loss_kw)
-                opt.zero_grad(set_to_none=True)
-                terms.total.backward()
-                opt.step()
-                step += 1
-                state["step"] = step
-                win_steps += 1
-                if step % log_every == 0 or i == spe - 1:
-                    vals = torch.stack([t.detach().float() for t in terms]).tolist()  # one sync per log
-                    if not math.isfinite(vals[0]):
-                        raise FloatingPointError(f"loss became {vals[0]} at step {step}; lower the learning rate (--lr)")
-                    now = time.perf_counter()
-                    zf = z_a.detach().float()
-                    yield emit(StepEvent(
-                        epoch, step, total, *vals, lr,
-                        win_steps * cfg.batch_size / max(now - t_win, 1e-9),
-                        zf.std(0).mean().item(), effective_rank(zf), now - t0,
-                    ))
-                    t_win, win_steps = time.perf_counter(), 0
-            in_epoch = 0
-            knn = None
-            if cfg.knn_test > 0:
-                bank = extract_features(model.backbone, knn_bank.images, rt, cfg.augment)
-                query = extract_features(model.backbone, knn_query.images, rt, cfg.augment)
-                knn = knn_accuracy(bank, knn_bank.labels, query, knn_query.labels, len(data.classes))
-            last_metrics = {"knn_top1": knn, "loss": vals[0], "invariance": vals[1], "variance": vals[2], "covariance": vals[3]}
-            path = save(epoch + 1, 0, last_metrics)
-            yield emit(EpochEvent(epoch + 1, step, knn, path, time.perf_counter() - t_epoch, time.perf_counter() - t0))
-        state["epoch"] = cfg.epochs
-        yield emit(EndEvent("finished", f"trained {cfg.epochs} epochs", state["ckpt"], cfg.epochs, step, time.perf_counter() - t0))
-    finally:
-        log.close()
+
+def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
+    """One epoch's steps (StepEvents every log_every steps); returns the in-epoch step at which a
+    stop was requested, or None when the epoch completed."""
+    cfg = run.cfg
+    order = _epoch_order(run.images.shape[0], cfg.seed, epoch).to(run.rt.device)
+    if run.in_epoch == 0:
+        run.gen.manual_seed(cfg.seed * 100_003 + epoch + 1)
+    log_every = cfg.log_every or (1 if run.rt.device.type == "cpu" else 25)  # each read-back syncs a GPU
+    t_win, win_steps = time.perf_counter(), 0
+    for i in range(run.in_epoch, run.steps_per_epoch):
+        if stop.is_set():
+            return i
+        batch = run.images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
+        lr = lr_at(run.step, run.total, run.warmup, cfg.scaled_lr(), cfg.min_lr_ratio)
+        terms, z_a = _step(run, batch, lr)
+        run.step += 1
+        win_steps += 1
+        if run.step % log_every == 0 or i == run.steps_per_epoch - 1:
+            vals = torch.stack([t.detach().float() for t in terms]).tolist()  # one sync per log
+            if not math.isfinite(vals[0]):
+                raise FloatingPointError(f"loss became {vals[0]} at step {run.step}; lower the learning rate (--lr)")
+            run.metrics.update(loss=vals[0], invariance=vals[1], variance=vals[2], covariance=vals[3])
+            now = time.perf_counter()
+            zf = z_a.detach().float()
+            pairs_per_s = win_steps * cfg.batch_size / max(now - t_win, 1e-9)
+            yield run.emit(StepEvent(epoch, run.step, run.total, *vals, lr, pairs_per_s, zf.std(0).mean().item(),
+                                     effective_rank(zf), now - t0))
+            t_win, win_steps = time.perf_counter(), 0
+    return None
+
+
+def _step(run: _Run, batch: torch.Tensor, lr: float):
+    cfg = run.cfg
+    v_a, v_b = two_views(batch, cfg.augment, run.gen)
+    set_lr(run.opt, lr)
+    loss_kw = dict(inv_coeff=cfg.loss.inv_coeff, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff,
+                   eps=cfg.loss.eps)
+    with run.rt.autocast():
+        terms, z_a, _ = run.fwd(run.rt.prepare(v_a), run.rt.prepare(v_b), loss_kw)
+    run.opt.zero_grad(set_to_none=True)
+    terms.total.backward()
+    run.opt.step()
+    return terms, z_a
+
+
+def _knn_monitor(run: _Run) -> float | None:
+    """Per-epoch kNN top-1 of the backbone on small train/test subsets (None when disabled)."""
+    if run.cfg.knn_test <= 0:
+        return None
+    bank = extract_features(run.model.backbone, run.knn_bank.images, run.rt, run.cfg.augment)
+    query = extract_features(run.model.backbone, run.knn_query.images, run.rt, run.cfg.augment)
+    return knn_accuracy(bank, run.knn_bank.labels, query, run.knn_query.labels, len(run.data.classes))

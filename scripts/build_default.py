@@ -1,0 +1,121 @@
+"""Release step for the shipped default model (not a test): pack a trained checkpoint for the demo
+and build the embedded CIFAR-10 sample the app uses when no dataset is present.
+
+    python scripts/build_default.py --checkpoint checkpoints/cpu90.safetensors \\
+        --report runs/cpu90_eval.json --baseline runs/random_eval.json \\
+        --command "python -m vicreg TRAIN --preset cpu90" --commit <sha> --hardware "..." \\
+        --out checkpoints/cpu90.safetensors --sample assets/cifar10_sample.npz
+
+- the checkpoint is packed (backbone only, fp16, metadata kept; `vicreg.checkpoint.pack_checkpoint`)
+  with its provenance and its EVALUATE reports (`python -m vicreg EVALUATE ... --output report.json`)
+- the sample holds 200 test and 200 train images per class (the first of each class), the packed
+  model's L2-normalised features of the test images (fp16) and their 2-D UMAP coordinates. The
+  features are computed with the packed weights, so they match what the app computes for uploads.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vicreg.checkpoint import load_checkpoint, pack_checkpoint  # noqa: E402
+from vicreg.data import load_dataset  # noqa: E402
+from vicreg.embed import load_model  # noqa: E402
+from vicreg.evaluate import extract_features  # noqa: E402
+from vicreg.files import atomic_write  # noqa: E402
+from vicreg.runtime import make_runtime  # noqa: E402
+
+
+def first_per_class(labels: np.ndarray, n: int) -> np.ndarray:
+    return np.concatenate([np.nonzero(labels == c)[0][:n] for c in range(int(labels.max()) + 1)])
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def umap_coords(features: np.ndarray) -> np.ndarray:
+    try:
+        from services.umap_fit import fit
+    except ImportError:  # before the app's services moved out of the engine
+        from vicreg.umap_fit import fit  # type: ignore[no-redef]
+    return fit(features)
+
+
+def provenance(args, ckpt) -> dict:
+    meta = ckpt.meta
+    cfg = meta["config"]
+    spe = wall = None
+    metrics = os.path.splitext(args.checkpoint)[0] + ".metrics.jsonl"
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            rows = [json.loads(line) for line in f if line.strip().startswith("{")]
+        ends = [r for r in rows if r.get("kind") == "end"]
+        starts = [r for r in rows if r.get("kind") == "start"]
+        wall = sum(r["elapsed"] for r in ends) if ends else None
+        spe = starts[0]["steps_per_epoch"] if starts else None
+    return {
+        "command": args.command, "commit": args.commit, "hardware": args.hardware,
+        "data": args.data_note, "epochs": meta["epoch"], "steps": meta["step"],
+        "pairs_seen": meta["step"] * cfg["batch_size"], "steps_per_epoch": spe, "wall_seconds": wall,
+        "trained_at": datetime.datetime.fromtimestamp(meta.get("saved_at", time.time()), datetime.timezone.utc).isoformat(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--report", required=True, help="EVALUATE --output JSON of the checkpoint")
+    ap.add_argument("--baseline", required=True, help="EVALUATE --random_init --output JSON")
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--commit", required=True)
+    ap.add_argument("--hardware", required=True)
+    ap.add_argument("--data_note", default="CIFAR-10 train split (50,000 images, JPEG q75 copy)")
+    ap.add_argument("--data", default=os.environ.get("VICREG_DATA", "data"))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--sample", required=True)
+    ap.add_argument("--per_class", type=int, default=200)
+    args = ap.parse_args()
+
+    ckpt = load_checkpoint(args.checkpoint)
+    with open(args.report) as f:
+        report = json.load(f)
+    with open(args.baseline) as f:
+        report["baseline"] = json.load(f)
+    pack_checkpoint(ckpt, args.out, {"provenance": provenance(args, ckpt), "report": report})
+    print(f"packed {args.checkpoint} -> {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB)")
+
+    data = load_dataset(args.data)
+    te = first_per_class(data.test.labels.numpy(), args.per_class)
+    tr = first_per_class(data.train.labels.numpy(), args.per_class)
+    rt = make_runtime("cpu", "auto")
+    model, _, _ = load_model(args.out, rt)
+    feats = extract_features(model.backbone, data.test.images[te], rt).numpy()
+    feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    t0 = time.perf_counter()
+    coords = umap_coords(feats).astype(np.float32)
+    print(f"UMAP of {len(te)} points in {time.perf_counter() - t0:.1f}s")
+    arrays = dict(
+        train_x=data.train.images[tr].numpy(), train_y=data.train.labels[tr].numpy(), train_index=tr.astype(np.int64),
+        test_x=data.test.images[te].numpy(), test_y=data.test.labels[te].numpy(), test_index=te.astype(np.int64),
+        classes=np.asarray(json.dumps(list(data.classes))), features=feats.astype(np.float16), umap=coords,
+        features_checkpoint=np.asarray(sha256(args.out)),
+    )
+    atomic_write(args.sample, lambda tmp: np.savez_compressed(tmp, **arrays))
+    print(f"sample -> {args.sample} ({os.path.getsize(args.sample) / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
