@@ -9,7 +9,6 @@ model.projector=1024-1024-1024). Every run sees the same number of training pair
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys

@@ -70,7 +70,8 @@ def provenance(args, ckpt) -> dict:
         "command": args.command, "commit": args.commit, "hardware": args.hardware,
         "data": args.data_note, "epochs": meta["epoch"], "steps": meta["step"],
         "pairs_seen": meta["step"] * cfg["batch_size"], "steps_per_epoch": spe, "wall_seconds": wall,
-        "trained_at": datetime.datetime.fromtimestamp(meta.get("saved_at", time.time()), datetime.timezone.utc).isoformat(),
+        "trained_at": datetime.datetime.fromtimestamp(meta.get("saved_at", time.time()),
+                                                      datetime.timezone.utc).isoformat(),
     }
 
 

@@ -17,7 +17,7 @@ def main(src: str, dst: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    events = [json.loads(l) for l in open(src)]
+    events = [json.loads(line) for line in open(src)]
     # keep the last run in the file (a metrics file accumulates every run under that name)
     starts = [i for i, e in enumerate(events) if e["kind"] == "start" and not e.get("resumed_from")]
     events = events[starts[-1]:] if starts else events

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vicreg import checkpoint as ck
-from vicreg.config import ModelConfig, TrainConfig
+from vicreg.config import AugmentConfig, LossConfig, ModelConfig, TrainConfig
 from vicreg.model import VICReg
 from vicreg.optim import make_optimizer
 
@@ -88,3 +88,126 @@ def test_names_cannot_escape_the_checkpoint_folder(bad):
 def test_original_style_names_are_accepted():
     assert ck.safe_name("vicreg_model.pth") == "vicreg_model"
     assert ck.checkpoint_path("checkpoints", "run1") == os.path.join("checkpoints", "run1.safetensors")
+
+
+# --- the one resume rule ---------------------------------------------------------------------------
+
+def _saved(tmp_path, name, cfg, epoch, step, **meta):
+    """A real checkpoint of a tiny model whose metadata says it stands at `epoch` / `step`."""
+    m, opt = _trained(cfg)
+    return ck.load_checkpoint(ck.save_checkpoint(str(tmp_path / f"{name}.safetensors"), m, opt,
+                                                 {"config": cfg.to_dict(), "epoch": epoch, "step": step, **meta}))
+
+
+RECIPE = TrainConfig(epochs=4, batch_size=64, optimizer="adamw", lr=2e-3, weight_decay=0.05, warmup_epochs=0.5, seed=5,
+                     train_subset=640, model=ModelConfig(projector="32-16"),
+                     loss=LossConfig(inv_coeff=10.0, var_coeff=0.0, cov_coeff=2.0), augment=AugmentConfig(view_size=24),
+                     name="orig", device="cpu", data="/old/data", checkpoint_dir="/old/dir", knn_test=1000)
+
+
+def test_resume_finishes_the_planned_run(tmp_path):
+    c = _saved(tmp_path, "half", RECIPE, epoch=1, step=10)
+    cfg = ck.resume_config(c, TrainConfig())
+    assert cfg.epochs == 4
+    assert ck.resume_config(c, TrainConfig(epochs=99)).epochs == 4  # the caller's epochs is not a total
+
+
+def test_n_more_epochs_gives_done_plus_n(tmp_path):
+    c = _saved(tmp_path, "done", RECIPE, epoch=4, step=40, complete=True)
+    assert ck.more_epochs(c, 3) == 7
+    assert ck.resume_config(c, TrainConfig(), ck.more_epochs(c, 3)).epochs == 7
+    half = _saved(tmp_path, "mid", RECIPE, epoch=2, step=25, step_in_epoch=5)  # inside epoch 3
+    assert ck.more_epochs(half, 1) == 3  # finishing the current epoch is the first of the n
+    with pytest.raises(ck.CheckpointError, match="at least 1, got 0"):
+        ck.more_epochs(c, 0)
+
+
+def test_a_finished_run_without_more_epochs_is_refused_with_what_to_do(tmp_path):
+    c = _saved(tmp_path, "finished", RECIPE, epoch=4, step=40, complete=True)
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.resume_config(c, TrainConfig())
+    assert "finished has finished its 4 planned epochs" in str(e.value)
+    assert "RE_TRAIN --epochs N trains N more" in str(e.value)
+    with pytest.raises(ck.CheckpointError, match="finished its 4 planned epochs"):
+        ck.resume_config(c, TrainConfig(), 4)  # a total that is not beyond what is done
+
+
+def test_resume_takes_the_recipe_from_the_checkpoint_and_run_fields_from_the_caller(tmp_path):
+    c = _saved(tmp_path, "recipe", RECIPE, epoch=1, step=10)
+    caller = TrainConfig(epochs=1, batch_size=8, optimizer="lars", lr=0.1, seed=0, train_subset=None, warmup_epochs=3,
+                         model=ModelConfig(projector="8-8"), loss=LossConfig(), name="new_name", device="cpu",
+                         precision="fp32", data="/new/data", checkpoint_dir="/new/dir", compile=True, log_every=3,
+                         threads=1, knn_train=10, knn_test=0)
+    cfg = ck.resume_config(c, caller)
+    for f in ck.RUN_FIELDS:
+        assert getattr(cfg, f) == getattr(caller, f), f
+    expected = RECIPE.to_dict()
+    got = cfg.to_dict()
+    for f in set(expected) - set(ck.RUN_FIELDS):
+        assert got[f] == expected[f], f
+    assert cfg.model.projector == "32-16" and cfg.loss.var_coeff == 0.0 and cfg.augment.view_size == 24
+
+
+# --- packed demo checkpoints -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def full_and_packed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("packed")
+    cfg = TrainConfig(optimizer="lars", model=ModelConfig(projector="32-16"))
+    m, opt = _trained(cfg)
+    full = ck.save_checkpoint(str(tmp / "full.safetensors"), m, opt, {"config": cfg.to_dict(), "epoch": 2, "step": 9})
+    packed = ck.pack_checkpoint(ck.load_checkpoint(full), str(tmp / "demo.safetensors"), {"command": "train it"})
+    return full, packed
+
+
+def test_pack_keeps_only_the_backbone_in_fp16_in_a_third_of_the_size(full_and_packed):
+    full, packed = full_and_packed
+    assert os.path.getsize(packed) < os.path.getsize(full) / 3
+    c = ck.load_checkpoint(packed)
+    assert c.packed and c.meta["packed"] is True and c.meta["command"] == "train it" and c.meta["epoch"] == 2
+    assert "optimizer" not in c.meta and c.meta["step_in_epoch"] == 0
+    assert all(k.startswith("model.backbone.") for k in c.tensors)
+    assert {str(v.dtype) for k, v in c.tensors.items() if not k.endswith("num_batches_tracked")} == {"torch.float16"}
+    backbone = {f"model.{k}" for k in VICReg(ModelConfig(projector="32-16")).state_dict() if k.startswith("backbone.")}
+    assert set(c.tensors) == backbone
+    assert json.load(open(ck.sidecar_path(packed)))["packed"] is True
+
+
+def test_a_packed_checkpoint_embeds_like_the_full_one_within_fp16(full_and_packed):
+    from vicreg.embed import load_model
+    from vicreg.evaluate import extract_features
+    from vicreg.runtime import make_runtime
+
+    full, packed = full_and_packed
+    rt = make_runtime("cpu", "fp32", channels_last=False)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    m_full, _, _ = load_model(full, rt)
+    m_packed, _, _ = load_model(packed, rt)
+    a = extract_features(m_full.backbone, images, rt)
+    b = extract_features(m_packed.backbone, images, rt)
+    # exactly the full model with its backbone weights rounded to fp16 ...
+    rounded = {k: v.half().float() if v.is_floating_point() else v for k, v in m_full.backbone.state_dict().items()}
+    m_full.backbone.load_state_dict(rounded)
+    assert torch.allclose(b, extract_features(m_full.backbone, images, rt), rtol=1e-5, atol=1e-6)
+    # ... which is within fp16 rounding of the full-precision embedding
+    rel = ((a - b).norm(dim=1) / a.norm(dim=1)).max().item()
+    assert 0 < rel < 5e-3, rel
+
+
+def test_a_packed_checkpoint_cannot_resume(full_and_packed, tmp_path):
+    import subprocess
+    import sys
+
+    _, packed = full_and_packed
+    c = ck.load_checkpoint(packed)
+    with pytest.raises(ck.CheckpointError, match="packed demo checkpoint"):
+        ck.resume_config(c, TrainConfig())
+    cfg = c.config
+    with pytest.raises(ck.CheckpointError, match="packed demo checkpoint"):
+        ck.load_optimizer_state(make_optimizer(VICReg(cfg.model), cfg), c)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "vicreg", "RE_TRAIN", "--model_path", packed, "--epochs", "1"],
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": root}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is a packed demo checkpoint (backbone only, 16-bit), so training cannot resume from it" in r.stderr

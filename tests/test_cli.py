@@ -1,69 +1,145 @@
-"""The four original modes on a small real CIFAR-10 folder, end to end in subprocesses."""
+"""The four original modes on small real CIFAR-10 data, end to end in subprocesses.
+
+The module trains one small checkpoint with the original tool's TRAIN command (plus small-data
+options), continues it with the original tool's RE_TRAIN command verbatim, then EVALUATEs and runs
+INFERENCE on the result. The data comes from VICREG_DATA, as the original commands give no --data.
+"""
+import hashlib
+import json
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from safetensors.torch import save_file
+
+from vicreg.checkpoint import load_checkpoint, read_meta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPOCHS = 2  # of the first run: 128 images / batch 32 = 4 steps per epoch
 
 
 def cli(*args, cwd, env_extra=None):
     env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "vicreg", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "vicreg", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 @pytest.fixture(scope="module")
 def trained(mini_cifar, tmp_path_factory):
+    """`TRAIN --name my_model.pth` (the original tool's name style) in a fresh working folder."""
     work = tmp_path_factory.mktemp("cli")
-    env = {"VICREG_CACHE": str(work / "cache")}
-    r = cli("TRAIN", "--epochs", "2", "--batch_size", "32", "--data", mini_cifar, "--name", "vicreg_model.pth",
-            "--train_subset", "128", cwd=work, env_extra=env)
+    env = {"VICREG_CACHE": str(work / "cache"), "VICREG_DATA": mini_cifar}
+    r = cli("TRAIN", "--epochs", str(EPOCHS), "--batch_size", "32", "--train_subset", "128", "--name", "my_model.pth",
+            cwd=work, env_extra=env)
+    assert r.returncode == 0, r.stderr
     return work, env, r
 
 
-def test_train_writes_checkpoint_and_metrics(trained):
+@pytest.fixture(scope="module")
+def v2(trained):
+    """The original tool's README command, verbatim: one more epoch from the finished checkpoint into v2."""
+    work, env, _ = trained
+    first = work / "checkpoints" / "my_model.safetensors"
+    before = _sha(first)
+    r = cli("RE_TRAIN", "--model_path", "checkpoints/my_model.pth", "--epochs", "1", "--name", "v2", cwd=work,
+            env_extra=env)
+    return work, env, r, before
+
+
+def test_train_writes_checkpoint_sidecar_and_metrics(trained):
     work, _, r = trained
+    ck = work / "checkpoints" / "my_model.safetensors"
+    meta = read_meta(str(ck))
+    assert (meta["epoch"], meta["step"], meta["step_in_epoch"], meta["complete"]) == (EPOCHS, 4 * EPOCHS, 0, True)
+    assert meta["config"]["train_subset"] == 128 and meta["config"]["batch_size"] == 32
+    side = json.loads((work / "checkpoints" / "my_model.json").read_text())
+    assert side["epoch"] == EPOCHS and "optimizer" not in side
+    lines = [json.loads(line) for line in (work / "checkpoints" / "my_model.metrics.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in lines] == ["start"] + (["step"] * 4 + ["epoch"]) * EPOCHS + ["end"]
+    assert [e["step"] for e in lines if e["kind"] == "step"] == list(range(1, 4 * EPOCHS + 1))
+    assert f"finished: trained {EPOCHS} epochs" in r.stdout and "kNN top-1" in r.stdout
+
+
+def test_re_train_n_more_epochs_into_a_new_name_leaves_the_first_file(v2):
+    work, _, r, before = v2
     assert r.returncode == 0, r.stderr
-    assert (work / "checkpoints" / "vicreg_model.safetensors").exists()
-    assert (work / "checkpoints" / "vicreg_model.json").exists()
-    lines = (work / "checkpoints" / "vicreg_model.metrics.jsonl").read_text().splitlines()
-    assert sum('"kind": "epoch"' in l for l in lines) == 2
-    assert "finished: trained 2 epochs" in r.stdout and "kNN top-1" in r.stdout
+    assert "resuming v2" in r.stdout and f"epochs {EPOCHS + 1}-{EPOCHS + 1}" in r.stdout
+    assert f"finished: trained {EPOCHS + 1} epochs" in r.stdout
+    meta = read_meta(str(work / "checkpoints" / "v2.safetensors"))
+    assert (meta["epoch"], meta["step"], meta["complete"], meta["config"]["epochs"]) == (
+        EPOCHS + 1, 4 * (EPOCHS + 1), True, EPOCHS + 1)
+    assert meta["config"]["name"] == "v2" and meta["config"]["train_subset"] == 128  # the recipe came along
+    first = work / "checkpoints" / "my_model.safetensors"
+    assert _sha(first) == before and read_meta(str(first))["epoch"] == EPOCHS
+    steps = [json.loads(line) for line in (work / "checkpoints" / "v2.metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in steps if e["kind"] == "step"] == [9, 10, 11, 12]
 
 
-def test_re_train_continues_at_next_epoch(trained, mini_cifar):
+def test_re_train_of_a_finished_run_without_epochs_says_what_to_do(trained):
     work, env, _ = trained
-    ck = str(work / "checkpoints" / "vicreg_model.safetensors")
-    r = cli("RE_TRAIN", "--model_path", ck, "--epochs", "3", "--data", mini_cifar, cwd=work, env_extra=env)
-    assert r.returncode == 0, r.stderr
-    assert "resuming vicreg_model" in r.stdout and "epochs 3-3" in r.stdout and "epoch 3:" in r.stdout
-    r = cli("RE_TRAIN", "--model_path", ck, "--data", mini_cifar, cwd=work, env_extra=env)
-    assert r.returncode == 2 and "already has 3 of 3 epochs" in r.stderr
+    r = cli("RE_TRAIN", "--model_path", "checkpoints/my_model.safetensors", cwd=work, env_extra=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"error: my_model has finished its {EPOCHS} planned epochs" in r.stderr
+    assert "RE_TRAIN --epochs N trains N more" in r.stderr  # what to do instead
 
 
-def test_evaluate_prints_probe_and_knn(trained, mini_cifar):
+def test_re_train_without_epochs_finishes_the_planned_run(trained, tmp_path):
+    """A checkpoint that has done 1 of 2 planned epochs: RE_TRAIN alone trains exactly the second."""
     work, env, _ = trained
-    ck = str(work / "checkpoints" / "vicreg_model.safetensors")
-    r = cli("EVALUATE", "--model_path", ck, "--data", mini_cifar, "--probe_epochs", "20", cwd=work, env_extra=env)
+    ck = load_checkpoint(str(work / "checkpoints" / "my_model.safetensors"))
+    meta = {**ck.meta, "epoch": 1, "step": 4, "complete": False}  # as if it had stopped after epoch 1
+    save_file(ck.tensors, str(tmp_path / "half.safetensors"), metadata={"vicreg": json.dumps(meta)})
+    r = cli("RE_TRAIN", "--model_path", str(tmp_path / "half.safetensors"), cwd=work, env_extra=env)
     assert r.returncode == 0, r.stderr
-    import json
+    assert "resuming half" in r.stdout and "epochs 2-2" in r.stdout and "finished: trained 2 epochs" in r.stdout
+    done = read_meta(str(tmp_path / "half.safetensors"))  # no --name: the same file
+    assert (done["epoch"], done["step"], done["config"]["epochs"]) == (2, 8, 2)
 
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+
+def test_evaluate_the_continued_model_on_a_packed_dataset(v2, packed_cifar):
+    work, env, r_v2, _ = v2
+    assert r_v2.returncode == 0, r_v2.stderr
+    r = cli("EVALUATE", "--model_path", "checkpoints/v2.pth", "--output", "report.json", cwd=work,
+            env_extra={**env, "VICREG_DATA": packed_cifar})
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-2])  # the summary line, before "report -> ..."
     assert 0.1 <= res["linear_top1"] <= 1.0 and 0.05 <= res["knn_top1"] <= 1.0 and len(res["per_class"]) == 10
+    assert res["model"] == "checkpoints/v2.pth"
     assert "linear probe top-1" in r.stdout and "kNN (k=200, T=0.1)" in r.stdout
+    full = json.loads((work / "report.json").read_text())
+    assert (full["n_train"], full["n_test"]) == (500, 200) and sum(map(sum, full["confusion"])) == 200
+    assert full["linear_top1"] == res["linear_top1"]
 
 
-def test_inference_writes_512d_embeddings(trained, mini_cifar):
-    work, env, _ = trained
-    ck = str(work / "checkpoints" / "vicreg_model.safetensors")
-    r = cli("INFERENCE", "--model_path", ck, "--data", mini_cifar, cwd=work, env_extra=env)
+def test_inference_on_a_few_files_with_the_continued_model(v2, mini_cifar):
+    work, env, r_v2, _ = v2
+    assert r_v2.returncode == 0, r_v2.stderr
+    cat = os.path.join(mini_cifar, "test", "cat")
+    files = [os.path.join(cat, f) for f in sorted(os.listdir(cat))[:3]]
+    r = cli("INFERENCE", "--model_path", "checkpoints/v2.pth", "--images", *files, cwd=work, env_extra=env)
     assert r.returncode == 0, r.stderr
-    emb = np.load(work / "checkpoints" / "vicreg_model.embeddings.npy")
+    emb = np.load(work / "checkpoints" / "v2.embeddings.npy")
+    assert emb.shape == (3, 512) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    assert "embedded 3 image file(s): 3 x 512 float32" in r.stdout
+    assert not np.allclose(emb[0], emb[1])  # different images, different embeddings
+
+
+def test_inference_of_the_test_set_matches_single_files(trained, mini_cifar):
+    work, env, _ = trained
+    ck = str(work / "checkpoints" / "my_model.safetensors")
+    r = cli("INFERENCE", "--model_path", ck, cwd=work, env_extra=env)
+    assert r.returncode == 0, r.stderr
+    emb = np.load(work / "checkpoints" / "my_model.embeddings.npy")
     assert emb.shape == (300, 512) and emb.dtype == np.float32 and np.isfinite(emb).all() and emb.std() > 0
     img = os.path.join(mini_cifar, "test", "cat", sorted(os.listdir(os.path.join(mini_cifar, "test", "cat")))[0])
-    r = cli("INFERENCE", "--model_path", ck, "--images", img, "--output", str(work / "one.npy"), cwd=work, env_extra=env)
+    r = cli("INFERENCE", "--model_path", ck, "--images", img, "--output", str(work / "one.npy"), cwd=work,
+            env_extra=env)
     assert r.returncode == 0, r.stderr
     assert np.load(work / "one.npy").shape == (1, 512)
     assert np.allclose(np.load(work / "one.npy")[0], emb[90], atol=1e-3)  # cat is class 3: rows 90..119
@@ -77,24 +153,26 @@ def test_inference_writes_512d_embeddings(trained, mini_cifar):
     (["TRAIN", "--name", "../../etc/evil"], "invalid checkpoint name"),
     (["EVALUATE", "--model_path", "garbage.safetensors"], "cannot read checkpoint"),
     (["TRAIN", "--epochs", "x"], "invalid int value"),
-    (["TRAIN", "--data", "/nonexistent/place", "--epochs", "1"], "VICREG_DATA"),
+    # a packed dataset path never falls back to torchvision's download, so this holds online too
+    (["TRAIN", "--data", "/nonexistent/place.npz", "--epochs", "1"],
+     "packed dataset /nonexistent/place.npz does not exist"),
     (["INFERENCE", "--random_init", "--images", "missing.png"], "no such image"),
+    (["TRAIN", "--var_coeff", "-1"], "loss weights must be 0 or positive, got invariance 25.0, variance -1.0"),
+    (["TRAIN", "--preset", "nope"], "unknown preset 'nope'"),
 ])
-def test_errors_are_one_line_and_nonzero(tmp_path, args, msg):
+def test_errors_are_one_line_with_a_failure_status(tmp_path, args, msg):
     (tmp_path / "garbage.safetensors").write_bytes(b"\x01\x02" * 40)
     r = cli(*args, cwd=tmp_path)
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert msg in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_preset_fills_options_that_were_not_given():
-    from vicreg.__main__ import _apply_preset, _config, build_parser
-
-    args = build_parser().parse_args(["TRAIN", "--preset", "cpu30", "--epochs", "3"])
-    _apply_preset(args)
-    cfg = _config(args)
-    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.train_subset, cfg.epochs, cfg.name) == ("adamw", 2e-3, 64, 42000, 3, "cpu30")
-    r = cli("TRAIN", "--preset", "nope", cwd=ROOT)
-    assert r.returncode == 2 and "unknown preset 'nope'" in r.stderr
+def test_the_throughput_benchmark_lives_in_bench_not_in_the_package():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "throughput.py"), "--help"], cwd="/",
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "usage: python bench/throughput.py" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-c", "import vicreg.bench"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "No module named 'vicreg.bench'" in r.stderr

@@ -1,3 +1,5 @@
+import json
+import math
 import os
 
 import numpy as np
@@ -5,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vicreg.data import DataError, load_dataset
+from vicreg import data as data_mod
+from vicreg.data import DataError, even_subset, load_dataset
 from vicreg.evaluate import knn_accuracy, knn_predict, linear_probe
 
 
@@ -37,6 +40,29 @@ def test_image_folder_with_png_odd_sizes_and_cache(tmp_path):
     assert torch.equal(d.train.images, d2.train.images)
 
 
+def test_packed_dataset_loads_exactly_what_was_packed(packed_cifar, cifar):
+    d = load_dataset(packed_cifar)
+    assert d.train.images.shape == (500, 3, 32, 32) and d.test.images.shape == (200, 3, 32, 32)
+    assert d.train.images.dtype == torch.uint8 and d.train.labels.dtype == torch.int64
+    assert d.classes == cifar.classes and d.source == os.path.abspath(packed_cifar)
+    assert torch.bincount(d.train.labels).tolist() == [50] * 10 and torch.bincount(d.test.labels).tolist() == [20] * 10
+    tr, _ = even_subset(cifar.train, 500)
+    assert torch.equal(d.train.images, tr.images) and torch.equal(d.train.labels, tr.labels)
+
+
+def test_packed_dataset_errors_never_try_a_download(tmp_path, monkeypatch):
+    def no_download(root):
+        raise AssertionError(f"torchvision download attempted for {root}")
+
+    monkeypatch.setattr(data_mod, "load_torchvision_cifar10", no_download)
+    missing = str(tmp_path / "nowhere.npz")
+    with pytest.raises(DataError, match=f"packed dataset {missing} does not exist"):
+        load_dataset(missing)
+    np.savez(tmp_path / "other.npz", train_x=np.zeros((2, 3, 4, 4), np.uint8), classes=np.asarray(json.dumps(["a"])))
+    with pytest.raises(DataError, match="other.npz is not a packed dataset"):
+        load_dataset(str(tmp_path / "other.npz"))
+
+
 def test_bad_folders_say_what_to_do(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
     (tmp_path / "test" / "a").mkdir(parents=True)
@@ -44,6 +70,23 @@ def test_bad_folders_say_what_to_do(tmp_path):
     (tmp_path / "test" / "a" / "y.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="cannot read image"):
         load_dataset(str(tmp_path), cache_dir=str(tmp_path / "c"))
+
+
+def _knn_reference(bank, bank_y, queries, num_classes, k, t):
+    """Weighted kNN written out per query in float64: sort the cosine similarities, sum exp(sim / t)."""
+    out = torch.zeros(len(queries), num_classes, dtype=torch.float64)
+    b = bank.double() / bank.double().norm(dim=1, keepdim=True)
+    for i, q in enumerate(queries.double()):
+        sims = b @ (q / q.norm())
+        for j in sims.argsort(descending=True)[:k].tolist():
+            out[i, bank_y[j]] += math.exp(sims[j].item() / t)
+    return out
+
+
+def test_knn_scores_by_hand():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 3.0], [2.0, 2.0]])  # cosine to (1, 0): 1, 0, 1/sqrt(2)
+    scores = knn_predict(bank, torch.tensor([0, 1, 1]), torch.tensor([[5.0, 0.0]]), 2, k=2, temperature=0.5)
+    assert torch.allclose(scores, torch.tensor([[math.exp(2.0), math.exp(math.sqrt(0.5) / 0.5)]]), rtol=1e-6)
 
 
 def test_knn_on_separable_clusters():
@@ -54,8 +97,8 @@ def test_knn_on_separable_clusters():
     q_y = torch.arange(4).repeat_interleave(10)
     q = centers[q_y] + torch.randn(40, 16, generator=g)
     assert knn_accuracy(bank, bank_y, q, q_y, 4, k=20) == 1.0
-    scores = knn_predict(bank, bank_y, q, 4, k=20)
-    assert scores.shape == (40, 4) and (scores >= 0).all()
+    scores = knn_predict(bank, bank_y, q, 4, k=20, chunk=16)  # several chunks
+    assert torch.allclose(scores.double(), _knn_reference(bank, bank_y, q, 4, k=20, t=0.1), rtol=1e-4)
     # shuffled labels -> chance level
     assert knn_accuracy(bank, bank_y[torch.randperm(200, generator=g)], q, q_y, 4, k=20) < 0.6
 

@@ -6,7 +6,8 @@ from vicreg.jobs import TrainingJob
 
 def test_concurrent_starts_make_one_job_and_stop_is_resumable(cifar, tmp_path):
     job = TrainingJob(data_loader=lambda cfg: cifar)
-    cfg = TrainConfig(epochs=3, batch_size=32, train_subset=32 * 40, knn_test=0, checkpoint_dir=str(tmp_path), name="job", log_every=1)
+    cfg = TrainConfig(epochs=3, batch_size=32, train_subset=32 * 40, knn_test=0, checkpoint_dir=str(tmp_path),
+                      name="job", log_every=1)
     results = []
     barrier = threading.Barrier(4)
 
@@ -43,9 +44,12 @@ def test_concurrent_starts_make_one_job_and_stop_is_resumable(cifar, tmp_path):
 
 def test_failure_is_reported_not_raised(tmp_path):
     job = TrainingJob()
-    cfg = TrainConfig(data=str(tmp_path / "nowhere"), checkpoint_dir=str(tmp_path))
-    job.start(cfg)
-    assert job.wait(60)
+    missing = str(tmp_path / "nowhere.npz")  # a packed dataset path: no download is ever attempted
+    cfg = TrainConfig(data=missing, checkpoint_dir=str(tmp_path))
+    ok, _ = job.start(cfg)
+    assert ok and job.wait(60)
     snap = job.snapshot()
-    assert snap.status == "failed"
-    assert "VICREG_DATA" in snap.end.reason and "could not be downloaded" in snap.end.reason
+    assert snap.status == "failed" and snap.end.status == "failed" and snap.start is None and snap.steps == []
+    assert snap.end.reason == f"DataError: packed dataset {missing} does not exist"
+    ok, msg = job.stop()
+    assert not ok and msg == "no training run is in progress"

@@ -19,9 +19,9 @@ def test_cifar_stem_and_dimensions():
     terms, z_a, z_b = m(x, x.flip(-1))
     assert z_a.shape == (4, 32) and terms.total.ndim == 0
     # projector: Linear-BN-ReLU, Linear-BN-ReLU, Linear (no bias), official layout
-    kinds = [type(l).__name__ for l in VICReg().projector]
+    kinds = [type(layer).__name__ for layer in VICReg().projector]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
-    assert [l.out_features for l in VICReg().projector if isinstance(l, nn.Linear)] == [2048, 2048, 2048]
+    assert [layer.out_features for layer in VICReg().projector if isinstance(layer, nn.Linear)] == [2048, 2048, 2048]
 
 
 def test_bad_projector_spec():
@@ -41,8 +41,8 @@ def test_param_groups_exclude_biases_and_norms():
 def test_lars_step_matches_hand_computation():
     w = nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
     b = nn.Parameter(torch.tensor([1.0]))
-    opt = LARS([{"params": [w], "weight_decay": 0.1, "exclude": False}, {"params": [b], "weight_decay": 0.0, "exclude": True}],
-               lr=0.5, momentum=0.9, eta=0.02)
+    opt = LARS([{"params": [w], "weight_decay": 0.1, "exclude": False},
+                {"params": [b], "weight_decay": 0.0, "exclude": True}], lr=0.5, momentum=0.9, eta=0.02)
     w.grad = torch.tensor([[0.0, 1.0]])
     b.grad = torch.tensor([2.0])
     opt.step()
@@ -50,11 +50,28 @@ def test_lars_step_matches_hand_computation():
     q = 0.02 * 5.0 / d.norm()
     assert torch.allclose(w.detach(), torch.tensor([[3.0, 4.0]]) - 0.5 * q * d, atol=1e-6)
     assert torch.allclose(b.detach(), torch.tensor([1.0 - 0.5 * 2.0]))  # plain SGD, no wd, no trust ratio
-    # second step uses momentum
-    w_before = w.detach().clone()
-    w.grad = torch.zeros_like(w)
+
+
+def test_lars_momentum_matches_hand_computation():
+    # no weight decay, so only the momentum buffer can carry the first step into the second
+    w0, b0 = torch.tensor([[3.0, 4.0]]), torch.tensor([1.0])
+    w, b = nn.Parameter(w0.clone()), nn.Parameter(b0.clone())
+    lr, m, eta = 0.5, 0.9, 0.02
+    opt = LARS([{"params": [w], "weight_decay": 0.0, "exclude": False},
+                {"params": [b], "weight_decay": 0.0, "exclude": True}], lr=lr, momentum=m, eta=eta)
+    g1, g2 = torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, -1.0]])
+    w.grad, b.grad = g1.clone(), torch.tensor([2.0])
     opt.step()
-    assert not torch.allclose(w.detach(), w_before)
+    mu_w = g1 * (eta * w0.norm() / g1.norm())  # trust-ratio-scaled gradient
+    w1 = w0 - lr * mu_w
+    assert torch.allclose(w.detach(), w1, atol=1e-7)
+    w.grad, b.grad = g2.clone(), torch.zeros(1)
+    opt.step()
+    mu_w = m * mu_w + g2 * (eta * w1.norm() / g2.norm())
+    assert torch.allclose(w.detach(), w1 - lr * mu_w, atol=1e-7)
+    # the bias got no gradient in step 2: it moves by lr * momentum * its first gradient
+    assert torch.allclose(b.detach(), b0 - lr * 2.0 - lr * m * 2.0, atol=1e-7)
+    assert torch.allclose(opt.state[b]["mu"], torch.tensor([m * 2.0]))
 
 
 def test_schedule_warmup_then_cosine():

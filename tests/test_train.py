@@ -1,11 +1,18 @@
 """Training engine on real CIFAR-10 images: events, stopping, and exact resume."""
+import json
 import threading
 
 import pytest
 import torch
 
-from vicreg.checkpoint import load_checkpoint
-from vicreg.config import ModelConfig, TrainConfig
+from vicreg.checkpoint import load_checkpoint, more_epochs
+from vicreg.config import LossConfig, ModelConfig, TrainConfig
+from vicreg.data import even_subset
+from vicreg.embed import load_model
+from vicreg.evaluate import extract_features, knn_accuracy
+from vicreg.events import to_dict
+from vicreg.optim import lr_at
+from vicreg.runtime import make_runtime
 from vicreg.train import effective_rank, train
 
 
@@ -46,11 +53,15 @@ def test_one_epoch_plus_resume_equals_two_straight(cifar, tmp_path, optimizer):
     s_losses = [e.loss for e in straight if e.kind == "step"][4:]
     r_losses = [e.loss for e in resumed if e.kind == "step"]
     assert r_losses == pytest.approx(s_losses, rel=1e-5)
+    assert [e.lr for e in resumed if e.kind == "step"] == [e.lr for e in straight if e.kind == "step"][4:]
+    m_s, m_r = load_checkpoint(straight[-1].checkpoint).meta, load_checkpoint(resumed[-1].checkpoint).meta
+    assert (m_r["epoch"], m_r["step"], m_r["complete"]) == (m_s["epoch"], m_s["step"], m_s["complete"]) == (2, 8, True)
 
 
 def test_mid_epoch_stop_resumes_exactly(cifar, tmp_path):
     straight = _run(_cfg(tmp_path, "s2", epochs=1, train_subset=192), cifar)
-    part = _run(_cfg(tmp_path, "p2", epochs=1, train_subset=192), cifar, stop_when=lambda e: e.kind == "step" and e.step == 2)
+    part = _run(_cfg(tmp_path, "p2", epochs=1, train_subset=192), cifar,
+                stop_when=lambda e: e.kind == "step" and e.step == 2)
     assert part[-1].status == "stopped" and load_checkpoint(part[-1].checkpoint).meta["step_in_epoch"] == 2
     resumed = _run(_cfg(tmp_path, "p2", epochs=1, train_subset=192), cifar, resume=part[-1].checkpoint)
     a, b = _weights(straight[-1].checkpoint), _weights(resumed[-1].checkpoint)
@@ -66,18 +77,51 @@ def test_events_carry_metrics_and_knn(cifar, tmp_path):
     for s in steps:
         assert s.loss == pytest.approx(25 * s.invariance + 25 * s.variance + s.covariance, rel=1e-4)
         assert s.pairs_per_s > 0 and 0 < s.emb_std and 1 <= s.eff_rank <= 32
-    assert 0.0 <= epochs[0].knn_top1 <= 1.0 and end.status == "finished"
-    lines = open(tmp_path / "ev.metrics.jsonl").read().splitlines()
-    assert len(lines) == len(ev)
+    assert end.status == "finished" and (end.epoch, end.step) == (1, 4)
+    # the epoch's kNN figure is the kNN accuracy of the saved weights on the configured subsets,
+    # recomputed here independently of the trainer
+    rt = make_runtime(start.config["device"], start.config["precision"], start.config["channels_last"])
+    model, _, _ = load_model(epochs[0].checkpoint, rt)
+    (bank, _), (query, _) = even_subset(cifar.train, 200), even_subset(cifar.test, 100)
+    feats = [extract_features(model.backbone, s.images, rt) for s in (bank, query)]
+    recomputed = knn_accuracy(feats[0], bank.labels, feats[1], query.labels, 10)
+    assert epochs[0].knn_top1 == pytest.approx(recomputed, abs=1e-9)
+    assert load_checkpoint(epochs[0].checkpoint).meta["metrics"]["knn_top1"] == epochs[0].knn_top1
+    lines = [json.loads(line) for line in open(tmp_path / "ev.metrics.jsonl").read().splitlines()]
+    assert lines == [json.loads(json.dumps(to_dict(e))) for e in ev]  # (JSON turns tuples into lists)
 
 
 def test_failure_ends_with_failed_event(cifar, tmp_path):
     ev = _run(_cfg(tmp_path, "bad", batch_size=1024), cifar)
     assert ev[-1].kind == "end" and ev[-1].status == "failed" and "larger than" in ev[-1].reason
-    from vicreg.config import LossConfig
-
     ev = _run(_cfg(tmp_path, "nan", loss=LossConfig(inv_coeff=float("inf"))), cifar)
     assert ev[-1].status == "failed" and "loss became" in ev[-1].reason and ev[-1].step == 1
+
+
+def test_n_more_epochs_continue_from_the_checkpoint_step_on_the_stretched_schedule(cifar, tmp_path):
+    # 64 images / batch 32 = 2 steps per epoch; warm-up 0.5 epoch = 1 step either way
+    cfg = _cfg(tmp_path, "more", epochs=1, train_subset=64, warmup_epochs=0.5, optimizer="adamw")
+    first = _run(cfg, cifar)
+    assert first[-1].status == "finished"
+    ckpt = load_checkpoint(first[-1].checkpoint)
+    assert (ckpt.meta["epoch"], ckpt.meta["step"]) == (1, 2)
+    total_epochs = more_epochs(ckpt, 2)
+    assert total_epochs == 3
+    more = _run(_cfg(tmp_path, "more", epochs=total_epochs, train_subset=64), cifar, resume=first[-1].checkpoint)
+    start, steps, end = more[0], [e for e in more if e.kind == "step"], more[-1]
+    assert (start.start_epoch, start.start_step, start.total_steps, start.epochs) == (1, 2, 6, 3)
+    assert start.config["optimizer"] == "adamw" and start.config["warmup_epochs"] == 0.5  # the checkpoint's recipe
+    assert [s.step for s in steps] == [3, 4, 5, 6] and [s.epoch for s in steps] == [1, 1, 2, 2]
+    peak = cfg.scaled_lr()
+    # step k's lr is lr_at(k - 1, ...) on the schedule of the new total (6 steps, warm-up 1)
+    assert [s.lr for s in steps] == pytest.approx([lr_at(k - 1, 6, 1, peak, cfg.min_lr_ratio) for k in (3, 4, 5, 6)],
+                                                  rel=1e-12)
+    # which is not the schedule the first run ended on (it had reached its minimum)
+    assert steps[0].lr > 10 * lr_at(2, 2, 1, peak, cfg.min_lr_ratio)
+    assert end.status == "finished" and (end.epoch, end.step) == (3, 6)
+    meta = load_checkpoint(end.checkpoint).meta
+    assert (meta["epoch"], meta["step"], meta["step_in_epoch"], meta["complete"], meta["config"]["epochs"]) == (
+        3, 6, 0, True, 3)
 
 
 def test_effective_rank():

@@ -53,9 +53,13 @@ def checkpoint_stem(path: str) -> str:
 
 def safe_name(name: str) -> str:
     """Checkpoint name -> file stem; refuses anything that could escape the checkpoint folder."""
-    base = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else os.path.splitext(name)[0] if name.endswith((".pth", ".pt")) else name
+    if name.endswith(SUFFIX):
+        base = name[: -len(SUFFIX)]
+    else:
+        base = os.path.splitext(name)[0] if name.endswith((".pth", ".pt")) else name
     if not base or base in (".", "..") or "/" in base or "\\" in base or os.path.isabs(name) or base.startswith("."):
-        raise CheckpointError(f"invalid checkpoint name {name!r}: use a plain file name such as 'vicreg_model' (it is saved under the checkpoint folder)")
+        raise CheckpointError(f"invalid checkpoint name {name!r}: use a plain file name such as 'vicreg_model' "
+                              "(it is saved under the checkpoint folder)")
     if "\x00" in base or len(base) > 200:
         raise CheckpointError(f"invalid checkpoint name {name!r}")
     return base
@@ -165,7 +169,8 @@ def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
             model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise CheckpointError(f"checkpoint {ckpt.path} does not match this model ({first[0] if first else e}); check --projector") from None
+        why = first[0] if first else e
+        raise CheckpointError(f"checkpoint {ckpt.path} does not match this model ({why}); check --projector") from None
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
@@ -184,11 +189,13 @@ def load_optimizer_state(opt: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = v
     # JSON turned tuples (AdamW's betas) into lists; give them back their type
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()} for g in layout["param_groups"]]
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+              for g in layout["param_groups"]]
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"optimiser state in {ckpt.path} does not match ({e}); was it saved with another --optimizer?") from None
+        raise CheckpointError(f"optimiser state in {ckpt.path} does not match ({e}); "
+                              "was it saved with another --optimizer?") from None
 
 
 def list_checkpoints(checkpoint_dir: str) -> list[tuple[str, dict[str, Any]]]:
@@ -217,7 +224,8 @@ def resume_config(ckpt: Checkpoint, run: TrainConfig, epochs: int | None = None)
 
     `epochs` is the run's new total: None finishes the planned run, which is exact (the same weights
     as never stopping). A larger total continues the same schedule as if it had been planned that
-    long from the start: warm-up unchanged, the cosine stretched to the new last step. `more_epochs`
+    long from the start: the warm-up the trainer computes for the new total (warmup_epochs, capped at
+    half the run), then the cosine stretched to the new last step, so the lr rises again at the resume. `more_epochs`
     turns "N more epochs" into that total.
     """
     if ckpt.packed:

@@ -186,7 +186,8 @@ def load_dataset(data: str, size: int = 32, cache_dir: str | None = None, progre
     CIFAR-10 root (downloaded there if missing)."""
     if data.endswith(".npz"):
         if not os.path.isfile(data):
-            raise DataError(f"packed dataset {data} does not exist")
+            raise DataError(f"packed dataset {data} does not exist; point --data (or VICREG_DATA) at a CIFAR-10 "
+                            "folder or a packed .npz")
         return load_packed(data)
     if os.path.isdir(os.path.join(data, "train")) and os.path.isdir(os.path.join(data, "test")):
         return load_image_folder(data, size, cache_dir, progress)

@@ -45,7 +45,13 @@ def extract_features(
 
 
 def knn_predict(
-    bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, k: int = 200, temperature: float = 0.1, chunk: int = 1024
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk: int = 1024,
 ) -> Tensor:
     """Weighted kNN on cosine similarity (Wu et al. 2018): votes exp(sim / T) from the k nearest.
     Returns (Q, C) class scores."""
@@ -63,7 +69,15 @@ def knn_predict(
     return torch.cat(scores)
 
 
-def knn_accuracy(bank: Tensor, bank_labels: Tensor, queries: Tensor, labels: Tensor, num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
+def knn_accuracy(
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> float:
     pred = knn_predict(bank, bank_labels, queries, num_classes, k, temperature).argmax(1)
     return (pred == labels).float().mean().item()
 
@@ -155,8 +169,9 @@ def evaluate_backbone(
     def sub(lo: float, hi: float):
         return (lambda f, d: progress(lo + (hi - lo) * f, d)) if progress else None
 
-    tr = extract_features(backbone, train_images, rt, aug, progress=sub(0.0, 0.65 * n_tr / (n_tr + test_images.shape[0])), desc="train features")
-    te = extract_features(backbone, test_images, rt, aug, progress=sub(0.65 * n_tr / (n_tr + test_images.shape[0]), 0.65), desc="test features")
+    split = 0.65 * n_tr / (n_tr + test_images.shape[0])  # extraction progress is shared by image count
+    tr = extract_features(backbone, train_images, rt, aug, progress=sub(0.0, split), desc="train features")
+    te = extract_features(backbone, test_images, rt, aug, progress=sub(split, 0.65), desc="test features")
     knn = knn_accuracy(tr, train_labels, te, test_labels, len(classes), k, temperature)
     if progress:
         progress(0.7, f"kNN top-1 {knn:.1%}")

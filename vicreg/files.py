@@ -14,7 +14,7 @@ def atomic_write(path: str, write: Callable[[str], None], fsync: bool = True) ->
     """Call `write(tmp)` to fill a temporary file, then rename it onto `path`; returns `path`.
 
     The temporary name ends with the target's extension, because np.save / np.savez append one
-    when it is missing.
+    when it is missing; so a target for them must carry its extension (.npy / .npz) itself.
     """
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)

@@ -59,12 +59,14 @@ class TrainingJob:
         """(True, message) if a run started; (False, why) if one is already going."""
         with self._lock:
             if self._status in ("loading", "running", "stopping"):
-                return False, f"a training run ({self._start.run if self._start else 'starting'}) is already in progress; stop it first"
+                run = self._start.run if self._start else "starting"
+                return False, f"a training run ({run}) is already in progress; stop it first"
             self._run_id += 1
             self._status = "loading"
             self._start, self._steps, self._epochs, self._end = None, [], [], None
             self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, args=(cfg, resume, self._stop, self._run_id), daemon=True, name="vicreg-train")
+            self._thread = threading.Thread(target=self._run, args=(cfg, resume, self._stop, self._run_id), daemon=True,
+                                            name="vicreg-train")
             self._thread.start()
             return True, f"run {self._run_id} started"
 
@@ -78,7 +80,8 @@ class TrainingJob:
 
     def snapshot(self) -> JobSnapshot:
         with self._lock:
-            return JobSnapshot(self._run_id, self._status, self._start, list(self._steps), list(self._epochs), self._end)
+            return JobSnapshot(self._run_id, self._status, self._start, list(self._steps), list(self._epochs),
+                               self._end)
 
     def wait(self, timeout: float | None = None) -> bool:
         t = self._thread

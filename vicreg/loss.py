@@ -25,7 +25,8 @@ def _check(z_a: Tensor, z_b: Tensor) -> None:
     if z_a.shape != z_b.shape:
         raise ValueError(f"the two views must have the same shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
     if z_a.shape[0] < 2:
-        raise ValueError(f"VICReg needs a batch of at least 2 (variance and covariance are undefined for 1), got {z_a.shape[0]}")
+        raise ValueError("VICReg needs a batch of at least 2 (variance and covariance are undefined for 1), "
+                         f"got {z_a.shape[0]}")
 
 
 def invariance_loss(z_a: Tensor, z_b: Tensor) -> Tensor:

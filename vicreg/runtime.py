@@ -59,7 +59,9 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def make_runtime(device: str = "auto", precision: str = "auto", channels_last: bool = True, threads: int = 0) -> Runtime:
+def make_runtime(
+    device: str = "auto", precision: str = "auto", channels_last: bool = True, threads: int = 0
+) -> Runtime:
     dev = resolve_device(device)
     if threads > 0:
         torch.set_num_threads(threads)

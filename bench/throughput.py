@@ -1,30 +1,38 @@
-"""Throughput benchmark: this package's pipeline beside the original tool's, in one run.
+"""Throughput benchmark (not a test): this package's pipeline beside the original tool's, in one run.
 
-    python -m vicreg.bench [--batch_size 128] [--steps 6] [--compile]
+    python bench/throughput.py [--data PATH] [--batch_size 128] [--steps 6] [--compile] [--json out.json]
+
+Run it as a script from anywhere: it puts the repository root on sys.path itself, so the `vicreg`
+package needs no install (the same convention as bench/app_bench.py and bench/recipe_search.py).
 
 The original-style pipeline is per-image PIL transforms in a DataLoader (2 workers) feeding an
 fp32 NCHW model step. Ours is the whole dataset as a uint8 tensor, batched augmentation on the
 device and a bf16-autocast channels-last step (where supported). Every figure is measured in this
-run, and ratios compare figures from this run only: the host is shared and noisy.
+run, and ratios compare figures from this run only: the host is shared and noisy. Nothing here
+asserts a time; it prints what it measured.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-from .augment import two_views
-from .config import TrainConfig
-from .data import load_dataset
-from .evaluate import extract_features
-from .model import VICReg
-from .optim import make_optimizer
-from .runtime import make_runtime
-from .train import train
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vicreg.augment import two_views  # noqa: E402
+from vicreg.config import TrainConfig, default_data_root  # noqa: E402
+from vicreg.data import load_dataset  # noqa: E402
+from vicreg.evaluate import extract_features  # noqa: E402
+from vicreg.model import VICReg  # noqa: E402
+from vicreg.optim import make_optimizer  # noqa: E402
+from vicreg.runtime import make_runtime  # noqa: E402
+from vicreg.train import train  # noqa: E402
 
 
 def _timeit(fn, steps: int, warmup: int = 1) -> float:
@@ -139,8 +147,10 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
     data = load_dataset(data_root)
     B = batch_size
     imgs = data.train.images[: B * 64]
-    r: dict = {"batch_size": B, "threads": torch.get_num_threads(), "ours_runtime": fast.describe(), "original_runtime": "cpu, fp32, NCHW, PIL DataLoader"}
-    print(f"batch {B}, {r['threads']} threads; ours: {r['ours_runtime']}; original: {r['original_runtime']} ({workers} workers)", flush=True)
+    r: dict = {"batch_size": B, "threads": torch.get_num_threads(), "ours_runtime": fast.describe(),
+               "original_runtime": "cpu, fp32, NCHW, PIL DataLoader"}
+    print(f"batch {B}, {r['threads']} threads; ours: {r['ours_runtime']}; "
+          f"original: {r['original_runtime']} ({workers} workers)", flush=True)
 
     mm = matmul_ceiling()
     r["matmul_gflops"] = {str(k): v for k, v in mm.items()}
@@ -148,9 +158,12 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
     r["conv_gflops"] = conv_rate(fast)
     r["ceiling_gflops"] = max(max(mm.values()), r["conv_gflops"])
     r["gflop_per_pair"] = flops_per_pair(cfg) / 1e9
-    print("bf16 matmul: " + ", ".join(f"{k}^2 {v:.0f}" for k, v in mm.items()) + f" GFLOP/s; 64->64 conv {r['conv_gflops']:.0f} GFLOP/s; "
-          f"fp32 2048^2 matmul {r['matmul_fp32_gflops']:.0f} GFLOP/s (bf16/fp32 peak ratio {max(mm.values()) / r['matmul_fp32_gflops']:.1f}x); "
-          f"a training pair costs {r['gflop_per_pair']:.2f} GFLOP -> ceiling {r['ceiling_gflops'] / r['gflop_per_pair']:.0f} pairs/s", flush=True)
+    peak_ratio = max(mm.values()) / r["matmul_fp32_gflops"]
+    print("bf16 matmul: " + ", ".join(f"{k}^2 {v:.0f}" for k, v in mm.items())
+          + f" GFLOP/s; 64->64 conv {r['conv_gflops']:.0f} GFLOP/s; "
+          f"fp32 2048^2 matmul {r['matmul_fp32_gflops']:.0f} GFLOP/s (bf16/fp32 peak ratio {peak_ratio:.1f}x); "
+          f"a training pair costs {r['gflop_per_pair']:.2f} GFLOP "
+          f"-> ceiling {r['ceiling_gflops'] / r['gflop_per_pair']:.0f} pairs/s", flush=True)
 
     # augmentation alone
     g = torch.Generator().manual_seed(0)
@@ -174,7 +187,8 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
 
     # end to end: the real training generator (indexing + augmentation + step + logging)
     with tempfile.TemporaryDirectory() as tmp:
-        c = TrainConfig(epochs=1, batch_size=B, train_subset=B * (steps + 2), knn_test=0, checkpoint_dir=tmp, name="bench", data=data_root)
+        c = TrainConfig(epochs=1, batch_size=B, train_subset=B * (steps + 2), knn_test=0, checkpoint_dir=tmp,
+                        name="bench", data=data_root)
         rates = [ev.pairs_per_s for ev in train(c, data=data) if ev.kind == "step"]
         if len(rates) < 3:
             raise RuntimeError(f"benchmark training run did not complete: {rates}")
@@ -182,7 +196,9 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
     r["e2e_original"] = _loader_rate(imgs.numpy(), cfg, workers, lambda b: step_fp32(*b), max(2, steps // 2))
 
     # embedding extraction (no augmentation): ours bf16 channels-last batch 512 vs fp32 NCHW batch 128
-    m_fast = VICReg(cfg.model).backbone.to(memory_format=torch.channels_last) if fast.channels_last else VICReg(cfg.model).backbone
+    m_fast = VICReg(cfg.model).backbone
+    if fast.channels_last:
+        m_fast = m_fast.to(memory_format=torch.channels_last)
     m_orig = VICReg(cfg.model).backbone
     test = data.test.images[:2048]
     r["embed_ours"] = len(test) / _timeit(lambda: extract_features(m_fast, test, fast, cfg.augment, 512), 2, 1)
@@ -198,16 +214,16 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
         o, n = r[f"{key}_original"], r[f"{key}_ours"]
         print(f"| {label:32} | {o:14.1f} | {n:9.1f} | {n / o:5.1f}x |")
     if with_compile:
-        print(f"torch.compile step: {r['step_ours_compiled']:.1f} pairs/s (compile {r['compile_seconds']:.0f}s) vs eager {r['step_ours']:.1f}")
-    print(f"end-to-end = {r['e2e_ours'] * r['gflop_per_pair']:.0f} GFLOP/s = {r['e2e_fraction_of_ceiling']:.0%} of the measured bf16 ceiling "
-          f"({ceiling:.0f} pairs/s); a 50,000-image epoch takes {50000 / r['e2e_ours'] / 60:.1f} min")
+        print(f"torch.compile step: {r['step_ours_compiled']:.1f} pairs/s (compile {r['compile_seconds']:.0f}s) "
+              f"vs eager {r['step_ours']:.1f}")
+    print(f"end-to-end = {r['e2e_ours'] * r['gflop_per_pair']:.0f} GFLOP/s = {r['e2e_fraction_of_ceiling']:.0%} "
+          f"of the measured bf16 ceiling ({ceiling:.0f} pairs/s); "
+          f"a 50,000-image epoch takes {50000 / r['e2e_ours'] / 60:.1f} min")
     return r
 
 
 def main(argv=None) -> int:
-    from .config import default_data_root
-
-    p = argparse.ArgumentParser(prog="python -m vicreg.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python bench/throughput.py", description=__doc__.split("\n")[0])
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
     p.add_argument("--data", default=default_data_root())

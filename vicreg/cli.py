@@ -1,0 +1,107 @@
+"""The command line's vocabulary: options mapped onto TrainConfig fields, and the config they build.
+
+Every config option defaults to None ("not given"), so defaults live only in TrainConfig and an
+option left out never overrides a preset.
+"""
+from __future__ import annotations
+
+import argparse
+
+from .checkpoint import safe_name
+from .config import PRESETS, TrainConfig
+
+MODES = ("TRAIN", "RE_TRAIN", "EVALUATE", "INFERENCE")
+
+class CLIError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + traceback-like noise
+        raise CLIError(f"{message} (see python -m vicreg --help)")
+
+
+# CLI option -> (TrainConfig field, dotted for nested configs; type; help).
+CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "epochs": ("epochs", int, "TRAIN: total epochs; RE_TRAIN: epochs to train beyond the checkpoint "
+               "(default: finish its plan)"),
+    "batch_size": ("batch_size", int, "images per step (two views each)"),
+    "optimizer": ("optimizer", str, "lars or adamw"),
+    "lr": ("lr", float, "base learning rate, scaled by batch_size/256 (default: lars 0.3, adamw 1e-3)"),
+    "weight_decay": ("weight_decay", float, "default: lars 1e-4, adamw 1e-5"),
+    "warmup_epochs": ("warmup_epochs", float, "linear warm-up before the cosine decay"),
+    "projector": ("model.projector", str, "expander widths, e.g. 2048-2048-2048"),
+    "inv_coeff": ("loss.inv_coeff", float, "invariance weight (lambda)"),
+    "var_coeff": ("loss.var_coeff", float, "variance weight (mu)"),
+    "cov_coeff": ("loss.cov_coeff", float, "covariance weight (nu)"),
+    "view_size": ("augment.view_size", int, "side of the training views (0: the image size)"),
+    "seed": ("seed", int, "weight init, sample order and augmentation"),
+    "train_subset": ("train_subset", int, "train on N evenly spaced training images (0: all)"),
+    "device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
+    "precision": ("precision", str, "auto, bf16 or fp32"),
+    "threads": ("threads", int, "torch CPU threads (0: torch's default); use 1 on a shared CPU"),
+    "log_every": ("log_every", int, "steps between metric read-backs (0: every step on CPU, 25 on GPU)"),
+    "name": ("name", str, "run name: saved as <checkpoint_dir>/<name>.safetensors"),
+    "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS)"),
+    "data": ("data", str, "image folder with train/ and test/, a packed .npz, or a torchvision CIFAR-10 root "
+             "(env VICREG_DATA)"),
+}
+RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "inv_coeff",
+                  "var_coeff", "cov_coeff", "view_size", "seed", "train_subset")
+
+
+def _field(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = _Parser(prog="python -m vicreg", description="VICReg self-supervised learning on CIFAR-10 or an image folder.")
+    p.add_argument("mode", help="TRAIN, RE_TRAIN (continue --model_path), EVALUATE (linear probe + kNN) or "
+                                "INFERENCE (embeddings to .npy)")
+    p.add_argument("--preset", default=None, help=f"TRAIN a named recipe ({', '.join(PRESETS)}); explicit options win")
+    p.add_argument("--model_path", default=None, help="checkpoint to resume, evaluate or embed with")
+    for opt, (dotted, kind, text) in CONFIG_OPTIONS.items():
+        choices = {"optimizer": ["lars", "adamw"], "precision": ["auto", "bf16", "fp32"]}.get(opt)
+        p.add_argument(f"--{opt}", type=kind, default=None, choices=choices,
+                       help=f"{text} [{_field(defaults, dotted)}]")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--probe_epochs", type=int, default=100, help="EVALUATE: linear-probe epochs on cached features")
+    p.add_argument("--random_init", action="store_true",
+                   help="EVALUATE/INFERENCE a random-initialised backbone (baseline)")
+    p.add_argument("--images", nargs="*", default=None,
+                   help="INFERENCE: image files or folders (default: the test set)")
+    p.add_argument("--output", default=None, help="INFERENCE: embeddings .npy (default "
+                   "<checkpoint_dir>/<name>.embeddings.npy); EVALUATE: the report as .json")
+    return p
+
+
+def given_options(args, names) -> dict:
+    """{dotted field: value} for the options the user actually gave."""
+    out: dict = {}
+    for opt in names:
+        value = getattr(args, opt)
+        if value is None:
+            continue
+        dotted = CONFIG_OPTIONS[opt][0] if opt in CONFIG_OPTIONS else opt
+        head, _, tail = dotted.partition(".")
+        if tail:
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[head] = value
+    return out
+
+
+def train_config(args) -> TrainConfig:
+    """TRAIN's config: TrainConfig(), or the preset, with the options given on top."""
+    given = given_options(args, [*CONFIG_OPTIONS, "compile"])
+    if "train_subset" in given:
+        given["train_subset"] = given["train_subset"] or None
+    if "name" in given:
+        given["name"] = safe_name(given["name"])  # "--name my_model.pth" names the run "my_model"
+    base = TrainConfig.from_preset(args.preset) if args.preset else TrainConfig()
+    return base.updated(given).validate()
+
+
