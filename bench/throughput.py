@@ -141,17 +141,7 @@ def _step_fn(cfg: TrainConfig, rt, compiled: bool = False):
     return step
 
 
-def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile: bool) -> dict:
-    cfg = TrainConfig(batch_size=batch_size, knn_test=0, data=data_root)
-    fast, orig = make_runtime("auto"), make_runtime("cpu", "fp32", channels_last=False)
-    data = load_dataset(data_root)
-    B = batch_size
-    imgs = data.train.images[: B * 64]
-    r: dict = {"batch_size": B, "threads": torch.get_num_threads(), "ours_runtime": fast.describe(),
-               "original_runtime": "cpu, fp32, NCHW, PIL DataLoader"}
-    print(f"batch {B}, {r['threads']} threads; ours: {r['ours_runtime']}; "
-          f"original: {r['original_runtime']} ({workers} workers)", flush=True)
-
+def _ceilings(r: dict, cfg: TrainConfig, fast) -> None:
     mm = matmul_ceiling()
     r["matmul_gflops"] = {str(k): v for k, v in mm.items()}
     r["matmul_fp32_gflops"] = matmul_ceiling((2048,), torch.float32)[2048]
@@ -165,13 +155,14 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
           f"a training pair costs {r['gflop_per_pair']:.2f} GFLOP "
           f"-> ceiling {r['ceiling_gflops'] / r['gflop_per_pair']:.0f} pairs/s", flush=True)
 
-    # augmentation alone
+
+def _steps(r: dict, cfg: TrainConfig, fast, orig, imgs, workers: int, steps: int, with_compile: bool):
+    """Augmentation alone and the model step alone (on fixed pre-augmented batches)."""
+    B = cfg.batch_size
     g = torch.Generator().manual_seed(0)
     batch = imgs[:B].to(fast.device)
     r["aug_ours"] = B / _timeit(lambda: two_views(batch, cfg.augment, g), 20, 2)
     r["aug_original"] = _loader_rate(imgs.numpy(), cfg, workers, lambda b: None, 12)
-
-    # model step alone, on fixed pre-augmented batches
     v_a, v_b = two_views(batch, cfg.augment, g)
     step = _step_fn(cfg, fast)
     r["step_ours"] = B / _timeit(lambda: step(v_a, v_b), steps, 2)
@@ -184,8 +175,12 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
         r["compile_seconds"] = time.perf_counter() - t
         r["step_ours_compiled"] = B / _timeit(lambda: step_c(v_a, v_b), steps, 2)
     print(f"step alone: ours {r['step_ours']:.1f} pairs/s, fp32 {r['step_original']:.1f}", flush=True)
+    return step_fp32
 
-    # end to end: the real training generator (indexing + augmentation + step + logging)
+
+def _end_to_end(r: dict, cfg: TrainConfig, data, imgs, step_fp32, workers: int, steps: int, data_root: str) -> None:
+    """The real training generator (indexing + augmentation + step + logging) vs the PIL loader."""
+    B = cfg.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         c = TrainConfig(epochs=1, batch_size=B, train_subset=B * (steps + 2), knn_test=0, checkpoint_dir=tmp,
                         name="bench", data=data_root)
@@ -195,7 +190,9 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
     r["e2e_ours"] = float(np.mean(rates[2:]))
     r["e2e_original"] = _loader_rate(imgs.numpy(), cfg, workers, lambda b: step_fp32(*b), max(2, steps // 2))
 
-    # embedding extraction (no augmentation): ours bf16 channels-last batch 512 vs fp32 NCHW batch 128
+
+def _embedding(r: dict, cfg: TrainConfig, data, fast, orig) -> None:
+    """Embedding extraction (no augmentation): ours bf16 channels-last batch 512 vs fp32 NCHW batch 128."""
     m_fast = VICReg(cfg.model).backbone
     if fast.channels_last:
         m_fast = m_fast.to(memory_format=torch.channels_last)
@@ -204,6 +201,8 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
     r["embed_ours"] = len(test) / _timeit(lambda: extract_features(m_fast, test, fast, cfg.augment, 512), 2, 1)
     r["embed_original"] = 1024 / _timeit(lambda: extract_features(m_orig, test[:1024], orig, cfg.augment, 128), 1, 1)
 
+
+def _report(r: dict, with_compile: bool) -> None:
     ceiling = r["ceiling_gflops"] / r["gflop_per_pair"]
     r["e2e_fraction_of_ceiling"] = r["e2e_ours"] / ceiling
     rows = [("augmentation (pairs/s)", "aug"), ("training step alone (pairs/s)", "step"),
@@ -219,6 +218,22 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
     print(f"end-to-end = {r['e2e_ours'] * r['gflop_per_pair']:.0f} GFLOP/s = {r['e2e_fraction_of_ceiling']:.0%} "
           f"of the measured bf16 ceiling ({ceiling:.0f} pairs/s); "
           f"a 50,000-image epoch takes {50000 / r['e2e_ours'] / 60:.1f} min")
+
+
+def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile: bool) -> dict:
+    cfg = TrainConfig(batch_size=batch_size, knn_test=0, data=data_root)
+    fast, orig = make_runtime("auto"), make_runtime("cpu", "fp32", channels_last=False)
+    data = load_dataset(data_root)
+    imgs = data.train.images[: batch_size * 64]
+    r: dict = {"batch_size": batch_size, "threads": torch.get_num_threads(), "ours_runtime": fast.describe(),
+               "original_runtime": "cpu, fp32, NCHW, PIL DataLoader"}
+    print(f"batch {batch_size}, {r['threads']} threads; ours: {r['ours_runtime']}; "
+          f"original: {r['original_runtime']} ({workers} workers)", flush=True)
+    _ceilings(r, cfg, fast)
+    step_fp32 = _steps(r, cfg, fast, orig, imgs, workers, steps, with_compile)
+    _end_to_end(r, cfg, data, imgs, step_fp32, workers, steps, data_root)
+    _embedding(r, cfg, data, fast, orig)
+    _report(r, with_compile)
     return r
 
 
