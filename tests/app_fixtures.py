@@ -1,101 +1,89 @@
-"""Fixtures shared by the app tests (imported by test_app_api.py and test_browser.py).
+"""Fixtures shared by the app tests (imported by test_app_api.py, test_browser.py and test_handlers.py).
 
+`demo_pair`: the default (demo) checkpoint and the embedded CIFAR-10 sample: the repo's shipped files
+when both exist, otherwise provisional ones built from the shared CIFAR-10 copy (tests/helpers.py).
 `trained_checkpoint`: a real checkpoint from a few training steps, in a temporary folder.
-`app_server`: `python app.py` in a subprocess on a free port, pointed at temporary checkpoint and
-cache folders (VICREG_CHECKPOINTS / VICREG_CACHE), so the repo's checkpoints/ is never touched.
+`app_server`: `python app.py` with the full CIFAR-10 copy, pointed at temporary checkpoint and cache
+folders, so the repo's checkpoints/ is never touched. `offline_env`: the environment of a fresh clone
+on a machine without the dataset or a network (no data, empty cache, empty HOME).
 """
 from __future__ import annotations
 
+import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
+import numpy as np
 import pytest
+from helpers import SHIPPED_CHECKPOINT, SHIPPED_SAMPLE, AppError, AppProcess, demo_files, make_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAP_POINTS = 600  # a small map keeps the UMAP fit quick in tests; the app's default is 10,000
+NO_NETWORK = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": ""}  # a Hub that refuses at once
+KNOBS = dict(preset="quick_demo", name="api_run", epochs=2, batch_size=16, optimizer="lars", lr=0, train_subset=320,
+             inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=200, knn_test=50, warmup_epochs=0.5, threads=1,
+             device="cpu", secret="")
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def plot_data(p) -> list[dict]:
+    """Traces of a gr.Plot output as gradio_client returns it."""
+    if p is None:
+        return []
+    plot = p["plot"] if isinstance(p, dict) and "plot" in p else p
+    return json.loads(plot)["data"] if isinstance(plot, str) else plot["data"]
 
 
-def make_checkpoint(cifar, folder: str, name: str = "tiny") -> str:
-    import torch
+def map_positions(traces) -> dict[int, tuple[float, float]]:
+    return {int(t.split("#")[1]): (x, y) for tr in traces if tr.get("name") != "your image"
+            for x, y, t in zip(tr["x"], tr["y"], tr["text"])}
 
-    from vicreg.config import ModelConfig, TrainConfig
-    from vicreg.train import train
 
-    # 4 real steps; a narrower projector keeps the file (and the step) small; the backbone is the real one
-    # threads=1: on a CPU shared with other jobs, 2 OpenMP threads per process can be 10x slower
-    cfg = TrainConfig(epochs=1, batch_size=16, train_subset=64, knn_test=0, checkpoint_dir=folder, name=name, seed=0,
-                      model=ModelConfig(projector="512-512"), threads=1)
-    before = torch.get_num_threads()
+def poll(client, until, timeout=180):
+    """Call /train_status until until(info) holds; returns (info, last non-skipped loss plot)."""
+    t0, loss_plot, info = time.time(), None, None
+    while time.time() - t0 < timeout:
+        out = client.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")
+        info = out[5]
+        loss_plot = out[1] or loss_plot
+        if until(info):
+            return info, loss_plot
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting on the training job; last status {info}")
+
+
+def expected_query(features, emb):
+    """Index rows by cosine similarity to `emb`, best first, and the similarities (plain numpy)."""
+    sims = features @ (emb / np.linalg.norm(emb))
+    order = np.argsort(-sims, kind="stable")
+    return order, sims
+
+
+@pytest.fixture(scope="session")
+def demo_pair(request) -> tuple[str, str]:
+    if os.path.isfile(SHIPPED_CHECKPOINT) and os.path.isfile(SHIPPED_SAMPLE):
+        return SHIPPED_CHECKPOINT, SHIPPED_SAMPLE
+    t0 = time.perf_counter()
+    pair = demo_files(request.getfixturevalue("cifar_root"))
+    print(f"\n[fixture] provisional demo checkpoint and sample ready in {time.perf_counter() - t0:.1f}s")
+    return pair
+
+
+def start_app(env: dict, log_path: str) -> AppProcess:
     try:
-        end = list(train(cfg, data=cifar))[-1]
-    finally:
-        torch.set_num_threads(before)  # train() set it for this (pytest's) thread
-    assert end.status == "finished", end.reason
-    return end.checkpoint
+        return AppProcess(env, log_path)
+    except AppError as e:
+        pytest.fail(str(e))
 
 
-def share_dataset_cache(cifar_root: str, cache: str) -> None:
-    """Link the already-decoded dataset cache into a fresh cache folder (saves ~a minute of JPEG decoding)."""
-    from vicreg.data import cache_path
-
-    try:
-        src = cache_path(cifar_root, 32)
-    except OSError:
-        return
-    key = os.path.basename(src)
-    if os.path.exists(src) and not os.path.exists(os.path.join(cache, key)):
-        os.makedirs(cache, exist_ok=True)
-        os.symlink(os.path.abspath(src), os.path.join(cache, key))
-
-
-class AppProcess:
-    def __init__(self, env: dict, log_path: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = log_path
-        full = {**os.environ, **env, "PORT": str(self.port), "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": ROOT}
-        self.t0 = time.perf_counter()
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py")], cwd=ROOT, env=full,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.start_seconds = self._wait()
-
-    def _wait(self, timeout: float = 60) -> float:
-        while time.perf_counter() - self.t0 < timeout:
-            if self.proc.poll() is not None:
-                pytest.fail(f"app exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as r:
-                    if r.status == 200:
-                        return time.perf_counter() - self.t0
-            except OSError:
-                time.sleep(0.1)
-        pytest.fail(f"app did not serve within {timeout}s:\n{self.tail()}")
-
-    def tail(self, n: int = 4000) -> str:
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()[-n:]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+def offline_env(folder, demo_pair, **extra) -> dict:
+    """A fresh clone's first start without the dataset or a network (folder: an empty temp folder)."""
+    for d in ("home", "cache", "checkpoints"):
+        os.makedirs(os.path.join(folder, d), exist_ok=True)
+    ckpt, sample = demo_pair
+    return {"VICREG_DATA": os.path.join(folder, "no-data-here"), "VICREG_CACHE": os.path.join(folder, "cache"),
+            "HOME": os.path.join(folder, "home"), "VICREG_CHECKPOINTS": os.path.join(folder, "checkpoints"),
+            "VICREG_DEFAULT_CHECKPOINT": ckpt, "VICREG_SAMPLE": sample, "VICREG_APP_THREADS": "1",
+            **NO_NETWORK, **extra}
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +95,26 @@ def trained_checkpoint(tmp_path_factory, cifar) -> str:
 
 
 @pytest.fixture(scope="module")
-def app_server(tmp_path_factory, trained_checkpoint, cifar_root):
+def app_server(tmp_path_factory, trained_checkpoint, cifar_root, demo_pair):
+    from helpers import share_dataset_cache
+
     cache = str(tmp_path_factory.mktemp("cache"))
     share_dataset_cache(cifar_root, cache)
     env = {"VICREG_CHECKPOINTS": os.path.dirname(trained_checkpoint), "VICREG_CACHE": cache,
-           "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1"}
-    app = AppProcess(env, str(tmp_path_factory.mktemp("logs") / "app.log"))
+           "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1",
+           "VICREG_DEFAULT_CHECKPOINT": demo_pair[0], "VICREG_SAMPLE": demo_pair[1], **NO_NETWORK}
+    app = start_app(env, str(tmp_path_factory.mktemp("logs") / "app.log"))
     print(f"\n[fixture] app start to serving: {app.start_seconds:.1f}s")
-    app.checkpoint = trained_checkpoint
-    app.cache = cache
+    app.checkpoint, app.default, app.cache = trained_checkpoint, demo_pair[0], cache
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def offline_app(tmp_path_factory, demo_pair):
+    folder = str(tmp_path_factory.mktemp("offline"))
+    app = start_app(offline_env(folder, demo_pair), os.path.join(folder, "app.log"))
+    print(f"\n[fixture] offline app start to serving: {app.start_seconds:.1f}s")
+    app.default, app.sample, app.folder = demo_pair[0], demo_pair[1], folder
     yield app
     app.stop()

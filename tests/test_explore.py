@@ -1,4 +1,6 @@
-"""Unit tests of vicreg/explore.py (and the pure parts of vicreg/studio.py, vicreg/umap_fit.py)."""
+"""Unit tests of the app's per-image services: upload decoding (services/images.py), neighbours, votes
+and map positions (services/neighbours.py), view pairs (services/views.py), the UMAP child's kNN graph
+(services/umap_fit.py), the data source and the Hub download's messages."""
 import io
 import os
 
@@ -6,10 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.images import BadImage, decode_image
+from services.neighbours import FeatureIndex, knn_vote, l2_normalize, nearest, project
+from services.views import view_pair
 from vicreg.config import AugmentConfig
-from vicreg.explore import (
-    BadImage, FeatureIndex, decode_image, knn_vote, l2_normalize, nearest, project, two_views,
-)
+from vicreg.data import DataError
+
+MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # PIL's default: the app must leave it alone
 
 
 def enc(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -45,9 +50,10 @@ def test_decompression_bomb_refused():
     # 400 Mpx: over twice PIL's limit -> DecompressionBombError inside Image.open
     with pytest.raises(BadImage, match="too large"):
         decode_image(enc(Image.new("L", (20000, 20000)), "PNG"))
-    # 48 Mpx: between the limit and twice it -> PIL only warns; refused anyway
-    with pytest.raises(BadImage, match="too large"):
+    # 48 Mpx: over this app's 40 Mpx limit but under PIL's own (global, never changed) -> refused by ours
+    with pytest.raises(BadImage, match="too large .*8000x6000"):
         decode_image(enc(Image.new("1", (8000, 6000)), "PNG"))
+    assert Image.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS
     # an explicit, smaller limit for this call
     with pytest.raises(BadImage, match="too large"):
         decode_image(enc(Image.new("RGB", (100, 100)), "PNG"), max_pixels=5000)
@@ -165,13 +171,14 @@ def test_knn_vote_and_index_query(synthetic):
     probs = knn_vote(np.array([0.9, 0.8, 0.1]), np.array([2, 2, 0]), 3)
     assert probs.argmax() == 2 and probs.sum() == pytest.approx(1.0) and probs[1] == 0
     idx = FeatureIndex("t", feats, labels, np.arange(1000, 1150), ["a", "b", "c"])
-    nbrs, guess, rows, sims = idx.query(centres[1], k=5, vote_k=10)
+    q = idx.query(centres[1], k=5, vote_k=10)
+    nbrs, guess = q.neighbours, q.guess
     assert [n.cls for n in nbrs] == ["b"] * 5 and max(guess, key=guess.get) == "b"
     assert all(1050 <= n.index < 1100 for n in nbrs)  # indices map back to test positions
     assert all(a.similarity >= b.similarity for a, b in zip(nbrs, nbrs[1:]))
     assert idx.row_of(1060) == 60 and idx.row_of(5) is None
-    nbrs2, *_ = idx.query(feats[60], k=3, exclude_test_index=1060)
-    assert 1060 not in [n.index for n in nbrs2]
+    nbrs2 = idx.query(feats[60], k=3, exclude_test_index=1060).neighbours
+    assert 1060 not in [n.index for n in nbrs2] and len(nbrs2) == 3
 
 
 def test_projection_lands_near_its_neighbours(synthetic):
@@ -187,20 +194,20 @@ def test_projection_lands_near_its_neighbours(synthetic):
     assert np.linalg.norm(p - [1, 1]) < 0.01
 
 
-def test_two_views_with_params():
+def test_view_pair_with_params():
     px = np.random.default_rng(3).integers(0, 256, (3, 32, 32), dtype=np.uint8)
-    views, params = two_views(px, AugmentConfig(), seed=5)
+    views, params = view_pair(px, AugmentConfig(), seed=5)
     assert len(views) == 2 and views[0].shape == (32, 32, 3) and views[0].dtype == np.uint8
     assert set(params[0]) >= {"crop_xywh", "flip", "jitter_order", "grayscale", "solarize"}
-    again, params2 = two_views(px, AugmentConfig(), seed=5)
+    again, params2 = view_pair(px, AugmentConfig(), seed=5)
     np.testing.assert_array_equal(again[0], views[0])
     assert params2 == params
-    other, params3 = two_views(px, AugmentConfig(), seed=6)
+    other, params3 = view_pair(px, AugmentConfig(), seed=6)
     assert params3 != params
 
 
 def test_umap_knn_graph_is_exact():
-    from vicreg.umap_fit import knn_graph
+    from services.umap_fit import knn_graph
 
     x = np.random.default_rng(4).normal(size=(300, 8)).astype(np.float32)
     idx, dist = knn_graph(x, 6, chunk=64)
@@ -214,14 +221,38 @@ def test_umap_knn_graph_is_exact():
 
 
 def test_hub_errors_are_messages(monkeypatch, tmp_path):
-    from vicreg.studio import HubError, download_from_hub
+    from services.hub import HubError, download_from_hub
 
     with pytest.raises(HubError, match="not a Hub repo id"):
         download_from_hub("../etc/passwd", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(HubError, match="disabled"):
+    with pytest.raises(HubError, match="^Hugging Face Hub downloads are disabled on this server"):
         download_from_hub("someone/vicreg-cifar10", str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    with pytest.raises(HubError, match="cannot be reached"):
+    with pytest.raises(HubError) as err:
         download_from_hub("someone/vicreg-cifar10", str(tmp_path))
+    assert str(err.value) == "the Hugging Face Hub cannot be reached from this server (offline?)"  # no host named
+    assert os.listdir(tmp_path) == []
+
+
+def test_data_source_prefers_the_full_dataset(tmp_path, cifar_root):
+    from services.data import CIFAR_FILES, DataSource
+
+    sample = tmp_path / "sample.npz"
+    sample.write_bytes(b"")
+    src = DataSource(str(tmp_path / "nothing"), str(sample))
+    assert (src.full_available(), src.using_sample(), src.path()) == (False, True, str(sample))
+    (tmp_path / "tv" / "cifar-10-batches-py").mkdir(parents=True)
+    tv = DataSource(str(tmp_path / "tv"), str(sample))
+    assert not tv.full_available()  # an incomplete torchvision root: never downloads by itself
+    for b in CIFAR_FILES[:-1]:
+        (tmp_path / "tv" / "cifar-10-batches-py" / b).write_bytes(b"")
+    assert not tv.full_available()  # still being extracted
+    (tmp_path / "tv" / "cifar-10-batches-py" / CIFAR_FILES[-1]).write_bytes(b"")
+    assert tv.full_available() and tv.path() == str(tmp_path / "tv")
+    full = DataSource(cifar_root, str(sample))
+    assert (full.full_available(), full.using_sample(), full.path()) == (True, False, cifar_root)
+    none = DataSource(str(tmp_path / "nothing"), str(tmp_path / "no-sample.npz"))
+    with pytest.raises(DataError, match="no CIFAR-10 at"):
+        none.dataset()

@@ -18,6 +18,7 @@ from vicreg.train import effective_rank, train
 
 def _cfg(tmp_path, name, **kw):
     base = dict(epochs=2, batch_size=32, train_subset=128, knn_test=0, checkpoint_dir=str(tmp_path), name=name,
+                device="cpu",
                 model=ModelConfig(projector="256-256-256"), seed=1)
     base.update(kw)
     return TrainConfig(**base)

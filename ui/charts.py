@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 from PIL import Image, ImageDraw, ImageFont
+from plotly.subplots import make_subplots
 
 # tab10, one colour per CIFAR-10 class, shared by the interactive map and the static one
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+CONFUSION_HOVER = "true %{y}<br>predicted %{x}<br>%{customdata:.0f} images (%{z:.1%})<extra></extra>"
 MAX_POINTS = 1500  # per live-chart trace; older steps are thinned
 
 
@@ -26,7 +27,8 @@ def _thin(xs: list, *ys: list):
 
 def empty(title: str, note: str = "no run yet", height: int = 260) -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=note, showarrow=False, font=dict(size=14, color="#888"), x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.add_annotation(text=note, showarrow=False, font=dict(size=14, color="#888"), x=0.5, y=0.5, xref="paper",
+                       yref="paper")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _layout(fig, height, title)
@@ -37,10 +39,11 @@ def loss_figure(steps) -> go.Figure:
         return empty("Loss")
     x, tot, inv, var, cov = _thin([s.step for s in steps], [s.loss for s in steps], [s.invariance for s in steps],
                                   [s.variance for s in steps], [s.covariance for s in steps])
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("total loss", "invariance (MSE, unweighted)",
-                                                       "variance (hinge on std, unweighted)", "covariance (off-diagonal, unweighted)"),
-                        vertical_spacing=0.16, horizontal_spacing=0.08)
-    for (r, c), y, col in zip([(1, 1), (1, 2), (2, 1), (2, 2)], (tot, inv, var, cov), ("#222", "#1f77b4", "#2ca02c", "#d62728")):
+    titles = ("total loss", "invariance (MSE, unweighted)", "variance (hinge on std, unweighted)",
+              "covariance (off-diagonal, unweighted)")
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, vertical_spacing=0.16, horizontal_spacing=0.08)
+    colours = ("#222", "#1f77b4", "#2ca02c", "#d62728")
+    for (r, c), y, col in zip([(1, 1), (1, 2), (2, 1), (2, 2)], (tot, inv, var, cov), colours):
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=col, width=1.6), name="loss"), r, c)
     fig.update_xaxes(title_text="step", row=2)
     return _layout(fig, 430)
@@ -60,8 +63,8 @@ def health_figure(steps, batch_size: int | None = None) -> go.Figure:
     if not steps:
         return empty("Embedding std / effective rank")
     x, std, rank = _thin([s.step for s in steps], [s.emb_std for s in steps], [s.eff_rank for s in steps])
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean per-dimension std (target 1)",
-                                                       f"effective rank (max {batch_size})" if batch_size else "effective rank"))
+    rank_title = f"effective rank (max {batch_size})" if batch_size else "effective rank"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean per-dimension std (target 1)", rank_title))
     fig.add_trace(go.Scatter(x=x, y=std, mode="lines", line=dict(color="#2ca02c")), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=rank, mode="lines", line=dict(color="#ff7f0e")), 1, 2)
     fig.add_hline(y=1.0, line_dash="dot", line_color="#999", row=1, col=1)
@@ -74,7 +77,8 @@ def knn_figure(epochs) -> go.Figure:
     pts = [(e.epoch, e.knn_top1) for e in epochs if e.knn_top1 is not None]
     if not pts:
         return empty("kNN top-1 per epoch", "appears after the first epoch" if not epochs else "kNN monitor disabled")
-    fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[100 * p[1] for p in pts], mode="lines+markers", line=dict(color="#17becf")))
+    fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[100 * p[1] for p in pts], mode="lines+markers",
+                               line=dict(color="#17becf")))
     fig.add_hline(y=10, line_dash="dot", line_color="#999", annotation_text="chance")
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(title_text="%", range=[0, max(40, 100 * max(p[1] for p in pts) + 5)])
@@ -100,13 +104,13 @@ def confusion_figure(classes: list[str], results: dict[str, dict]) -> go.Figure:
         m = np.asarray(results[n]["confusion"], dtype=float)
         frac = m / np.maximum(m.sum(1, keepdims=True), 1)
         fig.add_trace(go.Heatmap(z=frac.round(4).tolist(), x=classes, y=classes, zmin=0, zmax=1, colorscale="Blues",
-                                 showscale=i == len(names), customdata=m.tolist(), hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata:.0f} images (%{z:.1%})<extra></extra>"),
-                      1, i)
+                                 showscale=i == len(names), customdata=m.tolist(), hovertemplate=CONFUSION_HOVER), 1, i)
         fig.update_yaxes(autorange="reversed", row=1, col=i)
     return _layout(fig, 440)
 
 
-def umap_figure(coords: np.ndarray, labels: np.ndarray, indices: np.ndarray, classes: list[str], marker=None, title=None) -> go.Figure:
+def umap_figure(coords: np.ndarray, labels: np.ndarray, indices: np.ndarray, classes: list[str], marker=None,
+                title=None) -> go.Figure:
     fig = go.Figure()
     for c, name in enumerate(classes):
         m = labels == c
@@ -130,7 +134,8 @@ def _rgb(hex_colour: str) -> tuple[int, int, int]:
     return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
 
 
-def map_background(coords: np.ndarray, labels: np.ndarray, classes: list[str], size: int = 360) -> tuple[Image.Image, callable]:
+def map_background(coords: np.ndarray, labels: np.ndarray, classes: list[str],
+                   size: int = 360) -> tuple[Image.Image, callable]:
     """Static map picture for the Explore tab and a function mapping map coords to its pixels."""
     lo, hi = coords.min(0), coords.max(0)
     pad, legend_h = 12, 16 * ((len(classes) + 4) // 5)

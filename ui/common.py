@@ -1,72 +1,83 @@
-"""Shared bits of the Gradio layer: checkpoint choices, the admin secret, presets, messages."""
+"""Shared bits of the Gradio layer: preset labels and knobs, the admin secret, messages, and the rule
+that visitors see what to do while the details (paths, environment) go to the server log."""
 from __future__ import annotations
 
 import hmac
 import html
-import os
+import logging
+import re
 
-from vicreg.checkpoint import list_checkpoints
-from vicreg.config import PRESETS as CONFIG_PRESETS
-from vicreg.config import TrainConfig, default_checkpoint_dir
+from vicreg.config import PRESETS, TrainConfig
 
-ADMIN_ENV = "VICREG_ADMIN_TOKEN"
+log = logging.getLogger("vicreg.app")
+
+# Friendly labels of vicreg.config.PRESETS; only presets that exist are offered.
+PRESET_LABELS = {"quick_demo": "Quick CPU demo", "cpu30": "30-minute CPU recipe",
+                 "cpu90": "Default model recipe (about 90 min on a 2-core CPU)", "full": "Full CIFAR-10 recipe"}
+CUSTOM = "custom"
+QUICK = "quick_demo"
+# The Train tab's knobs, as TrainConfig field names (dotted for nested ones).
+KNOBS = ("name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "loss.inv_coeff", "loss.var_coeff",
+         "loss.cov_coeff", "knn_train", "knn_test", "warmup_epochs")
+INTS = {"epochs", "batch_size", "train_subset", "knn_train", "knn_test"}
+
 NO_CHECKPOINT = (
     "**No trained checkpoint yet.** A random network's features would make this page meaningless. "
-    "Train one first: the **Quick CPU demo** preset in the Train tab takes about two minutes on a CPU "
+    "Train one first: the **Quick CPU demo** preset in the Train tab takes a few minutes on a CPU "
     "(use the button below), or load one from the Hugging Face Hub above."
 )
-
-# Quick CPU demo: ~0.9 s per step at batch 64 on a 2-core CPU, so the loss visibly falls within a minute.
-QUICK = dict(name="quick_demo", epochs=3, batch_size=64, optimizer="lars", lr=0.0, train_subset=2560,
-             inv=25.0, var=25.0, cov=1.0, knn_train=1000, knn_test=250, warmup=0.5)
-_d = TrainConfig()
-FULL = dict(name="cifar10_full", epochs=_d.epochs, batch_size=_d.batch_size, optimizer=_d.optimizer, lr=0.0,
-            train_subset=0, inv=_d.loss.inv_coeff, var=_d.loss.var_coeff, cov=_d.loss.cov_coeff,
-            knn_train=_d.knn_train, knn_test=_d.knn_test, warmup=_d.warmup_epochs)
-_c = {**_d.to_dict(), **CONFIG_PRESETS["cpu30"]}
-CPU30 = dict(name="cpu30", epochs=_c["epochs"], batch_size=_c["batch_size"], optimizer=_c["optimizer"], lr=_c["lr"],
-             train_subset=_c["train_subset"], inv=_d.loss.inv_coeff, var=_d.loss.var_coeff, cov=_d.loss.cov_coeff,
-             knn_train=_d.knn_train, knn_test=_d.knn_test, warmup=_c["warmup_epochs"])
-PRESETS = {"Quick CPU demo": QUICK, "30-minute CPU recipe": CPU30, "Full CIFAR-10 recipe": FULL}
-KNOBS = ["name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "inv", "var", "cov", "knn_train", "knn_test", "warmup"]
+DATA_HELP = (
+    "To use the full CIFAR-10 dataset, set the `VICREG_DATA` environment variable to a CIFAR-10 folder "
+    "(an image folder with `train/<class>/` and `test/<class>/`, or torchvision's `cifar-10-batches-py` "
+    "folder's parent) and restart the app, or use **Download CIFAR-10** at the top of the page."
+)
 
 
-def checkpoint_dir() -> str:
-    return default_checkpoint_dir()
+def preset_choices() -> list[tuple[str, str]]:
+    """(label, preset key) for the presets that exist, then Custom."""
+    return [(label, key) for key, label in PRESET_LABELS.items() if key in PRESETS] + [("Custom", CUSTOM)]
 
 
-def checkpoint_choices() -> list[tuple[str, str]]:
-    """(label, path) for every readable checkpoint, newest first."""
-    out = []
-    for path, meta in list_checkpoints(checkpoint_dir()):
-        cfg = meta.get("config", {})
-        knn = (meta.get("metrics") or {}).get("knn_top1")
-        part = " (mid-epoch)" if meta.get("step_in_epoch") else ""
-        label = f"{os.path.basename(path)[:-12]} · epoch {meta.get('epoch', '?')}/{cfg.get('epochs', '?')}{part}"
-        if knn is not None:
-            label += f" · kNN {100 * knn:.1f}%"
-        out.append((label, path))
+def base_config(preset: str | None) -> TrainConfig:
+    """The preset's recipe (Custom: the defaults); the knobs are applied on top of it."""
+    return TrainConfig.from_preset(preset) if preset in PRESETS else TrainConfig()
+
+
+def knob_values(cfg: TrainConfig) -> dict:
+    """The knobs' values for a config (0 stands for "unset" in lr and train_subset)."""
+    out = {}
+    for key in KNOBS:
+        obj, *rest = key.split(".")
+        value = getattr(getattr(cfg, obj), rest[0]) if rest else getattr(cfg, obj)
+        out[key] = 0 if value is None and key in ("lr", "train_subset") else value
     return out
 
 
-def valid_checkpoint(path: str | None) -> str | None:
-    """The path if it is one of the listed checkpoints (never an arbitrary file a client sends)."""
-    if not path:
-        return None
-    return path if path in {p for _, p in checkpoint_choices()} else None
+def knob_overrides(values: dict) -> dict:
+    """Knob values -> TrainConfig.updated() overrides (nested loss weights as a dict)."""
+    out: dict = {}
+    for key, value in values.items():
+        if key in INTS:
+            value = int(value)
+        elif key not in ("name", "optimizer"):
+            value = float(value)
+        if key in ("lr", "train_subset") and not value:
+            value = None
+        obj, *rest = key.split(".")
+        if rest:
+            out.setdefault(obj, {})[rest[0]] = value
+        else:
+            out[key] = value
+    return out
 
 
-def admin_required() -> bool:
-    return bool(os.environ.get(ADMIN_ENV))
-
-
-def admin_error(secret: str | None) -> str | None:
+def admin_error(secret: str | None, token: str | None) -> str | None:
     """None if the caller may start/stop training, else a message."""
-    token = os.environ.get(ADMIN_ENV)
     if not token:
         return None
     if not secret:
-        return "This deployment requires the admin secret to start or stop training; enter it in the 'Admin secret' box."
+        return ("This deployment requires the admin secret to start or stop training; "
+                "enter it in the 'Admin secret' box.")
     if not hmac.compare_digest(secret.encode(), token.encode()):
         return "Wrong admin secret."
     return None
@@ -79,6 +90,21 @@ def msg(text: str, kind: str = "info") -> str:
 
 def esc(s) -> str:
     return html.escape(str(s))
+
+
+_ABS_PATH = re.compile(r"(?<![\w.~/])/(?:[^\s'\"<>:,;()\[\]{}|]+/)*([^\s'\"<>:,;()\[\]{}|/]*)")
+
+
+def scrub(text) -> str:
+    """Text with every absolute path cut to its last part ('/srv/app/checkpoints/x.safetensors' ->
+    'x.safetensors'), for messages built from exceptions."""
+    return _ABS_PATH.sub(lambda m: m.group(1) or "…", str(text))
+
+
+def failure(what: str, exc: BaseException, hint: str = "") -> str:
+    """Log the details server-side; return a message that says what failed and what to do."""
+    log.warning("%s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+    return msg(f"{what}. {hint}".strip(), "error")
 
 
 def fmt_seconds(s: float | None) -> str:

@@ -69,6 +69,8 @@ def _run_training(cfg, resume: str | None) -> int:
                 print(f"{'resuming' if ev.resumed_from else 'training'} {ev.run} on {ev.runtime}: {ev.n_train} images, "
                       f"epochs {ev.start_epoch + 1}-{ev.epochs}, {ev.steps_per_epoch} steps/epoch; "
                       f"metrics -> {metrics_path(cfg)}")
+                for note in ev.notes:
+                    print(f"note: {note}")
                 bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
             elif ev.kind == "step":
                 bar.update(ev.step - bar.n)

@@ -7,6 +7,7 @@ can show the exact parameters that produced each view.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -113,10 +114,17 @@ def rgb_to_hsv(x: Tensor) -> Tensor:
     return torch.stack([h, s, v], 1)
 
 
+@functools.lru_cache(maxsize=64)
+def channel_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A (1, C, 1, 1) constant, built once per (values, device, dtype): building it per call would
+    copy host -> device, and synchronise a GPU, several times every step."""
+    return torch.tensor(values, device=device, dtype=dtype).view(1, len(values), 1, 1)
+
+
 def hsv_to_rgb(x: Tensor) -> Tensor:
     h, s, v = x.unbind(1)
     # f(n) = v - v*s*clamp(min(k, 4-k), 0, 1) with k = (n + 6h) mod 6, for n = 5, 3, 1 -> r, g, b
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = channel_constant((5.0, 3.0, 1.0), x.device, x.dtype)
     k = (n + 6 * h.unsqueeze(1)) % 6
     return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1)
 
@@ -171,8 +179,8 @@ def apply_params(images: Tensor, p: AugParams, size: int) -> Tensor:
 
 
 def normalize(x: Tensor, cfg: AugmentConfig) -> Tensor:
-    mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = channel_constant(tuple(cfg.mean), x.device, x.dtype)
+    std = channel_constant(tuple(cfg.std), x.device, x.dtype)
     return (x - mean) / std
 
 

@@ -191,11 +191,29 @@ def load_optimizer_state(opt: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
     # JSON turned tuples (AdamW's betas) into lists; give them back their type
     groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
               for g in layout["param_groups"]]
+    # how this process runs the optimiser (fused / foreach kernels) is the live optimiser's choice, not
+    # the saved one's: a checkpoint from a CPU run must not switch off fused AdamW on a GPU
+    for saved, live in zip(groups, opt.param_groups):
+        saved.update({k: live[k] for k in LIVE_FLAGS if k in live})
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"optimiser state in {ckpt.path} does not match ({e}); "
                               "was it saved with another --optimizer?") from None
+    _match_layouts(opt)
+
+
+LIVE_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor its parameter's memory layout: state is saved contiguous,
+    and fused AdamW refuses moments whose strides differ from channels-last conv weights."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def list_checkpoints(checkpoint_dir: str) -> list[tuple[str, dict[str, Any]]]:

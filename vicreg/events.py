@@ -19,6 +19,7 @@ class StartEvent:
     resumed_from: str | None
     config: dict[str, Any]
     kind: Literal["start"] = "start"
+    notes: list[str] = dataclasses.field(default_factory=list)  # things the user should know (e.g. a reseed)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""One background training job per process, shared by every app visitor (no gradio here).
+"""One background training job per process, shared by every app visitor (no UI code here).
 
 The job owns a thread that drains the training generator into an in-memory event log; callers
 poll `snapshot()`. Closing or reloading a page does not touch the thread, so a reloaded page sees

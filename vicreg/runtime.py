@@ -48,7 +48,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # native bf16 tensor cores start at compute capability 8.0 (Ampere); is_bf16_supported()
+        # also counts the emulated bf16 of older cards, which is slower than fp32
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
         # oneDNN's check is true on CPUs with native bf16 (AVX512-BF16 / AMX); elsewhere bf16 is
         # emulated and slower than fp32, so "auto" keeps fp32 there.
@@ -68,8 +70,7 @@ def make_runtime(
     if precision == "bf16" and not bf16_supported(dev) and dev.type != "cpu":
         raise ValueError(f"bf16 is not supported on {dev}; use --precision fp32")
     bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(dev))
+    # TF32 is left off: it would also run the loss's float32 covariance at 10-bit mantissa precision
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     return Runtime(dev, bf16, channels_last and dev.type in ("cpu", "cuda"))

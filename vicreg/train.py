@@ -36,12 +36,19 @@ from .optim import lr_at, make_optimizer, set_lr
 from .runtime import Runtime, make_runtime
 
 
-def effective_rank(z: torch.Tensor) -> float:
+def effective_rank(z: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of the normalised singular values (Roy & Vetterli, 2007): ~batch size for
-    well-spread embeddings, falls towards 1 as they collapse onto a few directions."""
-    s = torch.linalg.svdvals((z - z.mean(0)).float())
+    well-spread embeddings, falls towards 1 as they collapse onto a few directions.
+
+    The singular values come from the eigenvalues of the smaller Gram matrix (B x B, or D x D when
+    the batch is larger): one matrix product and a small symmetric eigensolve instead of an SVD.
+    Returns a 0-d tensor on z's device, so the caller reads every metric back in one transfer.
+    """
+    zc = torch.nan_to_num((z - z.mean(0)).float())  # a NaN batch is reported by the loss check, not here
+    gram = zc @ zc.T if zc.shape[0] <= zc.shape[1] else zc.T @ zc
+    s = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
     p = s / s.sum().clamp_min(1e-12)
-    return math.exp(-(p * (p + 1e-12).log()).sum().item())
+    return torch.exp(-(p * (p + 1e-12).log()).sum())
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -76,6 +83,7 @@ class _Run:
     in_epoch: int = 0  # steps already done inside start_epoch (a mid-epoch resume)
     metrics: dict = field(default_factory=dict)  # the latest loss terms and kNN, saved with checkpoints
     saved: str | None = None  # the last checkpoint this run wrote
+    notes: list[str] = field(default_factory=list)
 
     def emit(self, ev: Event) -> Event:
         self.log.write(json.dumps(to_dict(ev)) + "\n")
@@ -86,7 +94,7 @@ class _Run:
         # a mid-epoch stop also saves the augmentation stream so that resuming continues it
         meta = {"config": self.cfg.to_dict(), "epoch": epoch, "step": self.step, "step_in_epoch": in_epoch,
                 "complete": epoch >= self.cfg.epochs, "metrics": self.metrics, "runtime": self.rt.describe(),
-                "saved_at": time.time()}
+                "saved_at": time.time(), "rng_device": self.gen.device.type}
         extra = {"rng.augment": self.gen.get_state()} if in_epoch else None
         self.saved = save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra)
         return self.saved
@@ -150,15 +158,30 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None) -> _Run:
         run.start_epoch, run.step = ckpt.meta["epoch"], ckpt.meta["step"]
         run.in_epoch = ckpt.meta.get("step_in_epoch", 0)
         run.metrics = dict(ckpt.meta.get("metrics", {}))
-        if run.in_epoch and "rng.augment" in ckpt.tensors:
-            run.gen.set_state(ckpt.tensors["rng.augment"].cpu())
+        if run.in_epoch:
+            _restore_augment_stream(run, ckpt)
     return run
+
+
+def _restore_augment_stream(run: _Run, ckpt: Checkpoint) -> None:
+    """Continue a mid-epoch checkpoint's augmentation stream. A generator's state only fits a
+    generator of the same device kind (CPU and CUDA states differ in size), so a checkpoint from
+    another kind reseeds deterministically from (seed, epoch, step): reproducible, but not the
+    stream the uninterrupted run would have drawn."""
+    saved_kind = ckpt.meta.get("rng_device", "cpu")
+    if "rng.augment" in ckpt.tensors and saved_kind == run.gen.device.type:
+        run.gen.set_state(ckpt.tensors["rng.augment"].cpu())
+        return
+    run.gen.manual_seed((run.cfg.seed * 100_003 + run.start_epoch) * 1_000_003 + run.step)
+    run.notes.append(f"the checkpoint's augmentation stream was saved on {saved_kind} and this run is on "
+                     f"{run.gen.device.type}: reseeded from (seed, epoch, step), so the rest of epoch "
+                     f"{run.start_epoch + 1} sees different (equally random) augmentations than an uninterrupted run")
 
 
 def _loop(run: _Run, stop: threading.Event, resume: str | None, t0: float) -> Iterator[Event]:
     cfg = run.cfg
     yield run.emit(StartEvent(cfg.name, run.rt.describe(), run.start_epoch, run.step, cfg.epochs, run.steps_per_epoch,
-                              run.total, run.images.shape[0], resume, cfg.to_dict()))
+                              run.total, run.images.shape[0], resume, cfg.to_dict(), notes=list(run.notes)))
     run.model.train()
     for epoch in range(run.start_epoch, cfg.epochs):
         run.start_epoch = epoch
@@ -197,15 +220,15 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
         run.step += 1
         win_steps += 1
         if run.step % log_every == 0 or i == run.steps_per_epoch - 1:
-            vals = torch.stack([t.detach().float() for t in terms]).tolist()  # one sync per log
+            zf = z_a.detach().float()
+            health = [zf.std(0).mean(), effective_rank(zf)]
+            *vals, emb_std, eff_rank = torch.stack([t.detach().float() for t in terms] + health).tolist()  # one sync
             if not math.isfinite(vals[0]):
                 raise FloatingPointError(f"loss became {vals[0]} at step {run.step}; lower the learning rate (--lr)")
             run.metrics.update(loss=vals[0], invariance=vals[1], variance=vals[2], covariance=vals[3])
             now = time.perf_counter()
-            zf = z_a.detach().float()
             pairs_per_s = win_steps * cfg.batch_size / max(now - t_win, 1e-9)
-            yield run.emit(StepEvent(epoch, run.step, run.total, *vals, lr, pairs_per_s, zf.std(0).mean().item(),
-                                     effective_rank(zf), now - t0))
+            yield run.emit(StepEvent(epoch, run.step, run.total, *vals, lr, pairs_per_s, emb_std, eff_rank, now - t0))
             t_win, win_steps = time.perf_counter(), 0
     return None
 

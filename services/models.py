@@ -1,0 +1,119 @@
+"""Loaded models, kept per checkpoint file (a few at a time), and the per-image work done with them.
+
+torch's intra-op thread count is per OS thread (new threads inherit the last value set). Per-image
+work runs on one thread of its own with 1 torch thread: tiny ops on 2 threads wait on each other
+whenever the CPU is shared (measured ~60 ms vs ~5 ms for two views). Heavy work sets `threads`
+explicitly, and so must training (TrainConfig.threads).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vicreg.checkpoint import checkpoint_stem
+from vicreg.config import AugmentConfig, TrainConfig
+from vicreg.embed import load_model
+from vicreg.evaluate import extract_features
+from vicreg.model import VICReg
+from vicreg.runtime import Runtime, make_runtime
+
+from .neighbours import l2_normalize
+from .views import view_pair
+
+Progress = Callable[[float, str], None]
+
+
+def file_id(path: str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return os.path.abspath(path), st.st_mtime_ns, st.st_size
+
+
+def model_key(path: str | None) -> str:
+    """Identity of a checkpoint for caches: name + hash of path, mtime and size (a retrained file
+    gets a new key)."""
+    if path is None:
+        return "random-seed0"
+    h = hashlib.sha1("|".join(map(str, file_id(path))).encode()).hexdigest()[:12]
+    return f"{checkpoint_stem(path)[:40]}-{h}"
+
+
+class FileHashes:
+    """sha256 of files, computed once per (path, mtime, size)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, int, int], str] = {}
+
+    def sha256(self, path: str) -> str:
+        key = file_id(path)
+        with self._lock:
+            if key in self._known:
+                return self._known[key]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        with self._lock:
+            self._known[key] = h.hexdigest()
+        return self._known[key]
+
+
+class ModelCache:
+    def __init__(self, device: str = "auto", precision: str = "auto", threads: int = 0, keep: int = 3):
+        self._device, self._precision, self._keep = device, precision, keep
+        self.threads = threads or torch.get_num_threads()
+        self._rt: Runtime | None = None
+        self._lock = threading.Lock()
+        self._models: OrderedDict[str, tuple[VICReg, TrainConfig]] = OrderedDict()
+        self._light = ThreadPoolExecutor(1, thread_name_prefix="vicreg-light", initializer=torch.set_num_threads,
+                                         initargs=(1,))
+
+    @property
+    def rt(self) -> Runtime:
+        if self._rt is None:
+            self._rt = make_runtime(self._device, self._precision)
+        return self._rt
+
+    def get(self, path: str | None) -> tuple[VICReg, TrainConfig]:
+        """The checkpoint's model in eval mode; path None = the random-initialised baseline."""
+        key = model_key(path)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        model, cfg, _ = load_model(path, self.rt)
+        with self._lock:
+            self._models[key] = (model, cfg)
+            while len(self._models) > self._keep:
+                self._models.popitem(last=False)
+        return model, cfg
+
+    def embed(self, path: str, pixels: np.ndarray) -> np.ndarray:
+        """512-d backbone embedding of one (3, 32, 32) uint8 image."""
+        return self._light.submit(self._embed, path, pixels).result()
+
+    def _embed(self, path: str, pixels: np.ndarray) -> np.ndarray:
+        model, cfg = self.get(path)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0)
+        return extract_features(model.backbone, x, self.rt, cfg.augment).numpy()[0]
+
+    def views(self, pixels: np.ndarray, path: str | None, seed: int) -> tuple[list[np.ndarray], list[dict]]:
+        """Two augmented views with the checkpoint's augmentation settings (defaults without one)."""
+        aug = self.get(path)[1].augment if path else AugmentConfig()
+        return self._light.submit(view_pair, pixels, aug, seed).result()
+
+    def features(self, path: str | None, images: torch.Tensor, progress: Progress | None = None) -> np.ndarray:
+        """L2-normalised backbone features of many uint8 images, on `threads` threads (heavy work)."""
+        torch.set_num_threads(self.threads)
+        model, cfg = self.get(path)
+        feats = extract_features(model.backbone, images, self.rt, cfg.augment, batch_size=256,
+                                 progress=(lambda f, d: progress(f, f"embedding {len(images)} test images"))
+                                 if progress else None)
+        return l2_normalize(feats.numpy())

@@ -1,0 +1,87 @@
+"""Evaluation reports: the one stored in a checkpoint's metadata (the shipped model carries its own,
+beside its random-initialised baseline), and kNN + linear probe runs on the full dataset, cached on
+disk as JSON under <cache>/eval/<checkpoint-key>-<data>-<n_train>-<n_test>-<epochs>-<precision>.json.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from typing import Callable
+
+import torch
+
+from vicreg.checkpoint import checkpoint_stem, read_meta
+from vicreg.data import even_subset
+from vicreg.evaluate import evaluate_backbone
+from vicreg.files import atomic_write_text
+
+from .data import DataSource
+from .models import ModelCache, model_key
+
+Progress = Callable[[float, str], None]
+REPORT_KEYS = ("linear_top1", "knn_top1", "train_top1", "per_class", "confusion", "classes", "n_train", "n_test",
+               "probe_epochs", "seconds")
+
+
+def _noop(frac: float, desc: str) -> None:
+    pass
+
+
+def stored_report(path: str) -> tuple[dict, dict | None] | None:
+    """(the checkpoint's report, its random baseline's or None) from the checkpoint's metadata, or
+    None when it carries none. Raises CheckpointError for an unreadable checkpoint."""
+    rep = read_meta(path).get("report")
+    if not isinstance(rep, dict) or not set(REPORT_KEYS) <= set(rep):
+        return None
+    base = rep.get("baseline")
+    ok = isinstance(base, dict) and set(REPORT_KEYS) <= set(base)
+    name = checkpoint_stem(path)
+    return ({"checkpoint": name, **{k: rep[k] for k in REPORT_KEYS}},
+            {"checkpoint": None, **{k: base[k] for k in REPORT_KEYS}} if ok else None)
+
+
+class ReportStore:
+    def __init__(self, models: ModelCache, data: DataSource, cache_dir: str, heavy: threading.Lock):
+        self.models, self.data, self.cache_dir, self.heavy = models, data, cache_dir, heavy
+
+    def _file(self, path: str | None, n_train: int, n_test: int, epochs: int) -> str:
+        prec = "bf16" if self.models.rt.bf16 else "fp32"
+        data = hashlib.sha1(os.path.abspath(self.data.root).encode()).hexdigest()[:8]
+        name = f"{model_key(path)}-{data}-{n_train}-{n_test}-{epochs}-{prec}.json"
+        return os.path.join(self.cache_dir, "eval", name)
+
+    def cached(self, path: str | None, n_train: int, n_test: int, epochs: int) -> dict | None:
+        try:
+            with open(self._file(path, n_train, n_test, epochs)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def evaluate(self, path: str | None, n_train: int, n_test: int, epochs: int = 100,
+                 progress: Progress | None = None) -> dict:
+        """kNN + linear probe on evenly spaced subsets of the full dataset (0 = all); path None =
+        the random-init baseline. Cached on disk, so the baseline is computed once per size."""
+        progress = progress or _noop
+        hit = self.cached(path, n_train, n_test, epochs)
+        if hit is not None:
+            return hit
+        with self.heavy:
+            hit = self.cached(path, n_train, n_test, epochs)
+            if hit is not None:
+                return hit
+            torch.set_num_threads(self.models.threads)
+            progress(0.0, "loading CIFAR-10")
+            data = self.data.dataset(self.data.root)  # DataError when the full dataset is absent
+            tr, _ = even_subset(data.train, n_train)
+            te, _ = even_subset(data.test, n_test)
+            model, cfg = self.models.get(path)
+            rep = evaluate_backbone(model.backbone, tr.images, tr.labels, te.images, te.labels, data.classes,
+                                    self.models.rt, cfg.augment, probe_epochs=epochs, progress=progress)
+            res = {"checkpoint": checkpoint_stem(path) if path else None, "knn_top1": rep.knn_top1,
+                   "linear_top1": rep.linear.top1, "train_top1": rep.linear.train_top1,
+                   "per_class": rep.linear.per_class, "confusion": rep.linear.confusion, "classes": rep.classes,
+                   "seconds": rep.seconds, "n_train": len(tr), "n_test": len(te), "probe_epochs": epochs}
+            atomic_write_text(self._file(path, n_train, n_test, epochs), json.dumps(res))
+            return res

@@ -1,0 +1,50 @@
+"""The app's services behind one object: built once per process from `Settings` and shared by every
+visitor. Each part has one job; this class only wires them together."""
+from __future__ import annotations
+
+import os
+import threading
+
+from vicreg.config import TrainConfig
+from vicreg.data import Dataset
+
+from .catalog import Catalog
+from .data import DataSource
+from .images import Decoded, decode_image
+from .maps import MapStore
+from .models import FileHashes, ModelCache
+from .reports import ReportStore
+from .settings import Settings
+
+
+class Studio:
+    def __init__(self, settings: Settings | None = None):
+        s = self.settings = settings or Settings()
+        self.heavy = threading.Lock()  # one feature extraction / UMAP fit / evaluation at a time
+        self.hashes = FileHashes()
+        self.data = DataSource(s.data_root, s.sample, s.cache_dir)
+        self.models = ModelCache(s.device, s.precision, s.threads)
+        self.maps = MapStore(self.models, self.data, self.hashes, s.cache_dir, s.map_points, self.heavy)
+        self.reports = ReportStore(self.models, self.data, s.cache_dir, self.heavy)
+        self.catalog = Catalog(s.checkpoint_dir, s.default_checkpoint)
+
+    @classmethod
+    def from_env(cls) -> "Studio":
+        return cls(Settings.from_env())
+
+    @property
+    def threads(self) -> int:
+        """torch threads for heavy work and training (VICREG_APP_THREADS, else torch's default)."""
+        return self.models.threads
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.settings.checkpoint_dir
+
+    def training_data(self, cfg: TrainConfig) -> Dataset:
+        """The training job's data loader: each path is decoded once per process."""
+        return self.data.dataset(cfg.data)
+
+    def decode(self, src: bytes | str | os.PathLike) -> Decoded:
+        """An upload as the model sees it, within this server's size limits (BadImage otherwise)."""
+        return decode_image(src, 32, self.settings.max_pixels, self.settings.max_bytes)

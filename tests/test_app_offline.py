@@ -1,0 +1,115 @@
+"""The app through its public API (gradio_client) on a fresh clone's first start without the dataset or a
+network: the default demo checkpoint and the embedded CIFAR-10 sample only (`offline_app`); and a server
+without any checkpoint that plays a Space with an admin secret (`empty_app`).
+"""
+import os
+
+import numpy as np
+import pytest
+from app_fixtures import (  # noqa: F401
+    CLASSES,
+    KNOBS,
+    MAP_POINTS,
+    NO_NETWORK,
+    demo_pair,
+    expected_query,
+    map_positions,
+    offline_app,
+    plot_data,
+    poll,
+    start_app,
+)
+from PIL import Image
+
+from vicreg.checkpoint import read_meta
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+
+def test_offline_first_start(offline_app, demo_pair, tmp_path):  # noqa: F811
+    print(f"\noffline app start to serving: {offline_app.start_seconds:.1f}s")
+    c = Client(offline_app.url, verbose=False)
+    upd = c.predict(checkpoint=None, api_name="/checkpoints")
+    assert upd["value"] == demo_pair[0] and len(upd["choices"]) == 1
+    # the stored report, at once
+    summary, per_class, confusion, result = c.predict(checkpoint=demo_pair[0], api_name="/evaluation_stored")
+    rep = read_meta(demo_pair[0])["report"]
+    assert result["results"]["cpu90"]["linear_top1"] == rep["linear_top1"] and result["stored"] is True
+    assert result["results"]["random init"]["knn_top1"] == rep["baseline"]["knn_top1"]
+    assert f"| cpu90 | **{100 * rep['linear_top1']:.1f}%** |" in summary
+    # the sample's map, at once
+    with np.load(demo_pair[1], allow_pickle=False) as z:
+        umap, test_x, features = z["umap"], z["test_x"], z["features"].astype(np.float32)
+    status, plot, info = c.predict(checkpoint=demo_pair[0], api_name="/umap_preview")
+    pos = map_positions(plot_data(plot))
+    assert info["points"] == len(pos) == len(umap) >= 1000 and pos[11] == tuple(np.round(umap[11], 3).tolist())
+    # an upload finds its neighbours among the sample's test images
+    f = tmp_path / "sample_11.png"
+    Image.fromarray(test_x[11].transpose(1, 2, 0)).save(f)
+    out = c.predict(image=handle_file(str(f)), checkpoint=demo_pair[0], api_name="/explore_upload")
+    order, sims = expected_query(features / np.linalg.norm(features, axis=1, keepdims=True),
+                                 np.asarray(out[10]["embedding"], dtype=np.float32))
+    assert [n["index"] for n in out[10]["neighbours"]] == order[:8].tolist() and order[0] == 11
+    assert out[10]["map_xy"] is not None and out[10]["prediction"] in CLASSES
+    # evaluating needs the dataset: the page says how to get it
+    assert c.predict(checkpoint=demo_pair[0], n_train=100, n_test=100, probe_epochs=5, api_name="/evaluate")[0] \
+        .startswith("⚠️ Evaluating a checkpoint needs the full CIFAR-10 dataset")
+    log = offline_app.tail(10**7)
+    assert "Traceback" not in log and "numba" not in log, log[-3000:]
+
+
+def test_offline_quick_demo_trains_on_the_sample(offline_app):  # noqa: F811
+    c = Client(offline_app.url, verbose=False)
+    knobs = {**KNOBS, "name": "quick_demo", "batch_size": 64, "train_subset": 2000, "knn_train": 1000, "knn_test": 250}
+    text = c.predict(**knobs, api_name="/train_start")
+    assert text == ("✅ run 1 started on the embedded 2,000-image CIFAR-10 sample (the full dataset is not available "
+                    "here): saving to checkpoint <code>quick_demo</code>")
+    info, _ = poll(c, lambda i: i["status"] == "running" and i["step"] >= 1, timeout=150)
+    assert (info["n_train"], info["total_steps"]) == (2000, 2 * (2000 // 64))
+    c.predict(secret="", api_name="/train_stop")
+    info, _ = poll(c, lambda i: not i["active"], timeout=90)
+    assert info["status"] == "stopped" and os.path.dirname(info["end"]["checkpoint"]) == \
+        os.path.join(offline_app.folder, "checkpoints")
+
+
+@pytest.fixture(scope="module")
+def empty_app(tmp_path_factory, cifar_root):
+    from helpers import share_dataset_cache
+
+    cache = str(tmp_path_factory.mktemp("cache_empty"))
+    share_dataset_cache(cifar_root, cache)
+    env = {"VICREG_CHECKPOINTS": str(tmp_path_factory.mktemp("no_checkpoints")), "VICREG_CACHE": cache,
+           "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1",
+           "VICREG_DEFAULT_CHECKPOINT": str(tmp_path_factory.mktemp("none") / "missing.safetensors"),
+           "VICREG_ADMIN_TOKEN": "let-me-in", **NO_NETWORK}  # this server also plays a Space with an admin secret
+    app = start_app(env, str(tmp_path_factory.mktemp("logs_empty") / "app.log"))
+    yield app
+    app.stop()
+
+
+def test_without_checkpoints_tabs_say_so(empty_app):
+    c = Client(empty_app.url, verbose=False)
+    upd = c.predict(checkpoint=None, api_name="/checkpoints")
+    assert upd["choices"] == [] and upd["value"] is None
+    status, plot, info = c.predict(checkpoint=None, api_name="/umap")
+    assert status == "⚠️ No trained checkpoint yet, so there is no meaningful map to show." and plot is None
+    out = c.predict(index=3, checkpoint=None, api_name="/explore_test_image")
+    assert "No trained checkpoint" in out[0] and Image.open(out[2]).size == Image.open(out[4]).size == (160, 160)
+    assert out[10]["neighbours"] == [] and out[7] == {} and out[8] is None  # no guess, no map
+    summary, _, _, result = c.predict(checkpoint=None, n_train=200, n_test=100, probe_epochs=3, api_name="/evaluate")
+    assert list(result["results"]) == ["random init"] and "only the random baseline" in summary
+
+
+def test_admin_token_guards_training(empty_app):
+    c = Client(empty_app.url, verbose=False)
+    assert "requires the admin secret" in c.predict(**{**KNOBS, "secret": ""}, api_name="/train_start")
+    assert c.predict(**{**KNOBS, "secret": "guess"}, api_name="/train_start") == "❌ Wrong admin secret."
+    assert c.predict(secret="guess", api_name="/train_stop") == "❌ Wrong admin secret."
+    info = c.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")[5]
+    assert info["run_id"] == 0 and info["status"] == "idle"  # nothing started
+    # with the secret, a run that fails fast (too few images for the batch) starts and reports its failure
+    ok = c.predict(**{**KNOBS, "train_subset": 8, "secret": "let-me-in"}, api_name="/train_start")
+    assert ok.startswith("✅ run 1 started")
+    info, _ = poll(c, lambda i: i["status"] == "failed", timeout=60)
+    assert info["end"]["reason"] == "ValueError: batch size 16 is larger than the 8 training images"

@@ -1,0 +1,261 @@
+"""The app's handlers called directly (no server, no browser), on a fresh clone's first start: no
+dataset, the default demo checkpoint and the embedded CIFAR-10 sample. Exact values throughout."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from app_fixtures import demo_pair  # noqa: F401
+from PIL import Image
+
+import services.data
+from services.settings import Settings
+from services.studio import Studio
+from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, preset_choices, scrub
+from ui.eval_tab import NEEDS_DATA
+from ui.layout import Handlers
+from ui.train_handlers import preset_knobs
+from vicreg.checkpoint import FORMAT, read_meta
+from vicreg.config import PRESETS, TrainConfig
+from vicreg.data import load_packed
+from vicreg.jobs import TrainingJob
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FakeJob(TrainingJob):
+    """Records what would have started instead of training."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = []
+
+    def start(self, cfg, resume=None):
+        self.started.append((cfg, resume))
+        return True, f"run {len(self.started)} started"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, demo_pair):  # noqa: F811
+    folder = tmp_path_factory.mktemp("handlers")
+    settings = Settings(data_root=str(folder / "no-data"), sample=demo_pair[1], default_checkpoint=demo_pair[0],
+                        checkpoint_dir=str(folder / "checkpoints"), cache_dir=str(folder / "cache"), threads=1)
+    studio, job = Studio(settings), FakeJob()
+    return Handlers.create(studio, job), studio, job, folder
+
+
+@pytest.fixture(scope="module")
+def sample(demo_pair):  # noqa: F811
+    with np.load(demo_pair[1], allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def tiny(setup, demo_pair):  # noqa: F811
+    """A real (unpacked) checkpoint, 2 steps on the sample, in the app's checkpoint folder."""
+    from helpers import make_checkpoint
+
+    return make_checkpoint(load_packed(demo_pair[1]), setup[1].checkpoint_dir, "tiny", steps=2)
+
+
+def png(chw: np.ndarray, path) -> str:
+    Image.fromarray(np.ascontiguousarray(chw.transpose(1, 2, 0))).save(path)
+    return str(path)
+
+
+def test_presets_by_field_name():
+    expect = [(PRESET_LABELS[k], k) for k in ("quick_demo", "cpu30", "cpu90", "full") if k in PRESETS]
+    assert preset_choices() == expect + [("Custom", "custom")]
+    assert preset_choices()[0] == ("Quick CPU demo", "quick_demo")
+    assert KNOBS[6:9] == ("loss.inv_coeff", "loss.var_coeff", "loss.cov_coeff")
+    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 1000, 250, 0.5)
+    assert preset_knobs("custom") == ({"__type__": "update"},) * len(KNOBS)
+
+
+def knobs(**over):
+    vals = dict(zip(KNOBS, preset_knobs("quick_demo")))
+    vals.update(over)
+    return vals
+
+
+def test_config_is_the_preset_with_the_knobs(setup, demo_pair):  # noqa: F811
+    h, studio, *_ = setup
+    cfg = h.train.config("cpu30", knobs(name="mine", epochs=4), "cpu", 0)
+    want = TrainConfig.from_preset("cpu30").updated(
+        {"name": "mine", "epochs": 4, "batch_size": 64, "optimizer": "lars", "lr": None, "train_subset": 2000,
+         "knn_train": 1000, "knn_test": 250, "warmup_epochs": 0.5, "device": "cpu", "data": demo_pair[1],
+         "checkpoint_dir": studio.checkpoint_dir, "threads": 1, "loss": {"inv_coeff": 25.0, "var_coeff": 25.0,
+                                                                          "cov_coeff": 1.0}})
+    assert cfg == want
+    assert h.train.config("quick_demo", knobs(), "cpu", 2).data == demo_pair[1]  # the sample: no dataset here
+
+
+def test_start_messages(setup, demo_pair):  # noqa: F811
+    h, studio, job, _ = setup
+    args = dict(zip(("name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "inv_coeff", "var_coeff",
+                     "cov_coeff", "knn_train", "knn_test", "warmup_epochs"), preset_knobs("quick_demo")))
+    base = dict(preset="quick_demo", **args, threads=1, device="cpu", secret="")
+    assert h.train.start(**{**base, "var_coeff": -1}) == (
+        "❌ Cannot start: loss weights must be 0 or positive, got invariance 25.0, variance -1.0, covariance 1.0")
+    beside = Studio(Settings(data_root=studio.settings.data_root, sample=demo_pair[1], default_checkpoint=demo_pair[0],
+                             checkpoint_dir=os.path.dirname(demo_pair[0])))  # the shipped layout: checkpoints/
+    assert Handlers.create(beside, job).train.start(**{**base, "name": "cpu90"}) == (
+        "❌ Cannot start: &#x27;cpu90&#x27; is the name of the default demo model; choose another run name")
+    n = len(job.started)
+    assert h.train.start(**base) == ("✅ run %d started on the embedded 2,000-image CIFAR-10 sample (the full dataset "
+                                     "is not available here): saving to checkpoint <code>quick_demo</code>" % (n + 1))
+    cfg, resume = job.started[-1]
+    assert (cfg.train_subset, cfg.knn_train, cfg.knn_test, resume) == (2000, 1000, 250, None)
+
+
+def test_admin_secret(demo_pair, tmp_path):  # noqa: F811
+    studio = Studio(Settings(data_root=str(tmp_path), sample=demo_pair[1], default_checkpoint=demo_pair[0],
+                             checkpoint_dir=str(tmp_path), cache_dir=str(tmp_path), admin_token="s3cret"))
+    h = Handlers.create(studio, FakeJob())
+    assert h.train.stop("") == ("❌ This deployment requires the admin secret to start or stop training; "
+                                "enter it in the 'Admin secret' box.")
+    assert h.train.stop("guess") == "❌ Wrong admin secret."
+    assert h.train.stop("s3cret") == "⚠️ no training run is in progress"
+    assert h.train.resume(demo_pair[0], 0, 1, "cpu", "nope") == "❌ Wrong admin secret."
+
+
+def test_resume_uses_the_one_rule(setup, tiny, demo_pair):  # noqa: F811
+    h, studio, job, _ = setup
+    assert h.train.resume(demo_pair[0], 0, 1, "cpu", "") == (
+        "⚠️ Cannot resume: cpu90.safetensors is a packed demo checkpoint (backbone only, 16-bit), so training cannot "
+        "resume from it; train a full one with its preset")
+    assert h.train.resume(tiny, 0, 1, "cpu", "") == (
+        "⚠️ Cannot resume: tiny has finished its 1 planned epochs; ask for more epochs to train further "
+        "(RE_TRAIN --epochs N trains N more)")
+    assert h.train.resume("/etc/passwd", 2, 1, "cpu", "") == "⚠️ Pick a checkpoint to resume from."
+    n = len(job.started)
+    text = h.train.resume(tiny, 2, 1, "cpu", "")
+    assert text == f"✅ run {n + 1} started: resuming tiny at epoch 1 step 2, to epoch 3"
+    cfg, resume = job.started[-1]
+    assert (resume, cfg.name, cfg.epochs, cfg.checkpoint_dir, cfg.data) == (
+        tiny, "tiny", 3, studio.checkpoint_dir, demo_pair[1])
+    assert cfg.model.projector == "512-512"  # the recipe comes from the checkpoint
+
+
+def test_checkpoint_list_default_first(setup, tiny, demo_pair):  # noqa: F811
+    h = setup[0]
+    upd = h.header.refresh(None)
+    labels = [label for label, _ in upd["choices"]]
+    assert [p for _, p in upd["choices"]] == [demo_pair[0], tiny] and upd["value"] == demo_pair[0]
+    assert labels[0].startswith("cpu90 · epoch") and labels[0].endswith(" · default")
+    assert labels[1] == "tiny · epoch 1/1"
+    assert h.header.refresh(tiny)["value"] == tiny
+
+
+def test_stored_report_shown_at_once(setup, demo_pair):  # noqa: F811
+    out = setup[0].evaluate.stored(demo_pair[0])
+    rep = read_meta(demo_pair[0])["report"]
+    base = rep.pop("baseline")
+    assert out.result == {"results": {"cpu90": {"checkpoint": "cpu90", **rep}, "random init": {"checkpoint": None,
+                                                                                               **base}},
+                          "stored": True}
+    rows = out.summary.splitlines()
+    assert rows[2] == (f"| cpu90 | **{100 * rep['linear_top1']:.1f}%** | {100 * rep['knn_top1']:.1f}% | "
+                       f"{100 * rep['train_top1']:.1f}% | {rep['n_train']:,} / {rep['n_test']:,} | "
+                       f"{rep['seconds']:.0f} |")
+    assert rows[3].startswith(f"| random init | **{100 * base['linear_top1']:.1f}%** |")
+    assert [t["name"] for t in json.loads(out.per_class.to_json())["data"]] == ["cpu90", "random init"]
+
+
+def test_evaluate_without_dataset_says_how(setup, demo_pair):  # noqa: F811
+    out = setup[0].evaluate.evaluate(demo_pair[0], 100, 100, 5)
+    assert out.summary == "⚠️ " + NEEDS_DATA + DATA_HELP and out.result is None
+
+
+def test_umap_preview_is_the_samples_map(setup, demo_pair, sample):  # noqa: F811
+    out = setup[0].umap.preview(demo_pair[0], None)
+    assert out.result["points"] == 2000 and out.result["sample"] is True and out.result["marker"] is None
+    traces = json.loads(out.plot.to_json())["data"]
+    got = {int(t.split("#")[1]): (x, y) for tr in traces for x, y, t in zip(tr["x"], tr["y"], tr["text"])}
+    want = np.round(sample["umap"], 3)
+    assert len(got) == 2000 and all(got[i] == (want[i, 0], want[i, 1]) for i in range(0, 2000, 7))
+
+
+def test_explore_upload_on_the_sample(setup, demo_pair, sample, tmp_path):  # noqa: F811
+    h = setup[0]
+    out = h.explore.upload(png(sample["test_x"][17], tmp_path / "seventeen.png"), demo_pair[0])
+    info = out.info
+    emb = np.asarray(info["embedding"], dtype=np.float32)
+    feats = sample["features"].astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    sims = feats @ (emb / np.linalg.norm(emb))
+    order = np.argsort(-sims, kind="stable")
+    assert [n["index"] for n in info["neighbours"]] == order[:8].tolist() and order[0] == 17  # finds itself
+    assert [n["similarity"] for n in info["neighbours"]] == [round(float(s), 4) for s in sims[order[:8]]]
+    classes = json.loads(str(sample["classes"]))
+    assert [n["class"] for n in info["neighbours"]] == [classes[sample["test_y"][i]] for i in order[:8]]
+    w = np.exp((sims[order[:10]] - sims[order[0]]) / 0.05)
+    xy = (w[:, None] * sample["umap"][order[:10]]).sum(0) / w.sum()
+    assert info["map_xy"] == pytest.approx(xy.tolist(), abs=1e-5)
+    votes = np.bincount(sample["test_y"][order[:20]], np.exp((sims[order[:20]] - sims[order[0]]) / 0.1), 10)
+    assert list(info["guess"].values()) == pytest.approx((votes / votes.sum()).tolist(), abs=1e-6)
+    assert info["prediction"] == classes[int(votes.argmax())] and len(out.neighbours) == 8
+    assert out.status.splitlines()[0] == "**uploaded seventeen.png (32×32 RGB, PNG)**"
+    assert out.original.shape == (160, 160, 3) and out.embedding.shape == (160, 320, 3)
+
+
+def test_examples_three_per_class(setup, sample):
+    items, _ = setup[0].explore.examples()
+    classes = json.loads(str(sample["classes"]))
+    want = [int(i) for c in range(10) for i in np.nonzero(sample["test_y"] == c)[0][:3]]
+    assert [caption for _, caption in items] == [f"#{i} {classes[sample['test_y'][i]]}" for i in want]
+
+
+def test_download_offline_gives_a_message(setup, monkeypatch):
+    monkeypatch.setattr(services.data, "CIFAR_HOST", ("127.0.0.1", 9))  # refuses at once: no network used
+    out = setup[0].header.download()
+    assert out.status == "❌ CIFAR-10 could not be downloaded. Is this server online? " + DATA_HELP
+
+
+def test_errors_name_no_server_paths(setup, demo_pair, tmp_path):  # noqa: F811
+    h, studio, _, folder = setup
+    # a checkpoint with valid metadata but no weights: loading it fails with its full path in the error
+    import torch
+    from safetensors.torch import save_file
+
+    bad = os.path.join(studio.checkpoint_dir, "broken.safetensors")
+    meta = {"format": FORMAT, "config": TrainConfig().to_dict(), "epoch": 1, "step": 1}
+    save_file({"x": torch.zeros(1)}, bad, metadata={"vicreg": json.dumps(meta)})
+    img = png(np.zeros((3, 32, 32), np.uint8), tmp_path / "black.png")
+    texts = [h.explore.upload(img, bad).status, h.umap.show(bad, None).status, h.train.resume(bad, 1, 1, "cpu", "")]
+    assert texts[0] == "❌ This checkpoint cannot be used. Pick another one."
+    # the data: a "dataset" file that is not one
+    (tmp_path / "cifar.npz").write_bytes(b"not a zip")
+    broken = Studio(Settings(data_root=str(tmp_path / "cifar.npz"), sample=demo_pair[1],
+                             default_checkpoint=demo_pair[0], checkpoint_dir=studio.checkpoint_dir,
+                             cache_dir=str(tmp_path / "c"), threads=1))
+    hb = Handlers.create(broken, FakeJob())
+    texts += [hb.evaluate.evaluate(demo_pair[0], 10, 10, 1).summary, hb.explore.examples()[1],
+              hb.explore.test_image(3, demo_pair[0]).status]
+    assert texts[3] == "❌ Evaluation failed: CIFAR-10 could not be loaded. " + DATA_HELP
+    for text in texts:
+        assert str(tmp_path) not in text and str(folder) not in text and os.getcwd() not in text, text
+        assert "/tmp" not in text and "/work" not in text and ROOT not in text, text
+
+
+def test_scrub_cuts_absolute_paths():
+    assert scrub("cannot read /srv/app/checkpoints/x.safetensors: bad") == "cannot read x.safetensors: bad"
+    assert scrub("CIFAR-10 is not in '/data/cifar' (offline)") == "CIFAR-10 is not in 'cifar' (offline)"
+    assert scrub("ratio 3/4 and checkpoints/x.safetensors stay") == "ratio 3/4 and checkpoints/x.safetensors stay"
+
+
+def test_imports_change_no_global_state():
+    code = ("import PIL.Image, sys; before = PIL.Image.MAX_IMAGE_PIXELS\n"
+            "import vicreg.train\n"
+            "early = sorted(m for m in sys.modules if m.split('.')[0] in {'gradio', 'umap', 'numba'})\n"
+            "import app, services.catalog, services.data, services.hub, services.images, services.maps\n"
+            "import services.models, services.neighbours, services.reports, services.settings, services.studio\n"
+            "import services.umap_fit, services.views, ui.charts, ui.common, ui.eval_tab, ui.explore_handlers\n"
+            "import ui.explore_tab, ui.header, ui.layout, ui.train_handlers, ui.train_tab, ui.umap_tab\n"
+            "late = sorted(m for m in sys.modules if m.split('.')[0] in {'umap', 'numba'})\n"
+            "print(early, late, PIL.Image.MAX_IMAGE_PIXELS == before)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.stdout.strip().splitlines()[-1] == "[] [] True", out.stderr[-2000:]

@@ -1,0 +1,75 @@
+"""The page: header and four tabs over one Studio and one TrainingJob, and what a (re)loaded page
+fills in at once (checkpoint list, run in progress, example gallery, the stored map and report)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from services.studio import Studio
+from vicreg.jobs import TrainingJob
+
+from . import eval_tab, explore_tab, header, train_tab, umap_tab
+from .eval_tab import EvalHandlers
+from .explore_handlers import ExploreHandlers
+from .header import HeaderHandlers
+from .train_handlers import TrainHandlers
+from .umap_tab import UmapHandlers
+
+CSS = """
+.vr-status { font-size: 0.95em; }
+.vr-bar { height: 14px; background: #eee; border-radius: 7px; overflow: hidden; margin: 4px 0 6px; }
+.vr-fill { height: 100%; background: #4f8df5; transition: width 0.8s; }
+.vr-fill.finished { background: #3bb273; } .vr-fill.failed { background: #e15554; }
+.vr-fill.stopped { background: #aaa; }
+.vr-end { margin-top: 4px; }
+#explore-original img, #explore-view1 img, #explore-view2 img, #explore-neighbours img, #explore-examples img,
+#explore-embedding img { image-rendering: pixelated; }
+"""
+
+
+@dataclass
+class Handlers:
+    header: HeaderHandlers
+    train: TrainHandlers
+    evaluate: EvalHandlers
+    explore: ExploreHandlers
+    umap: UmapHandlers
+
+    @classmethod
+    def create(cls, studio: Studio, job: TrainingJob) -> "Handlers":
+        return cls(HeaderHandlers(studio), TrainHandlers(studio, job), EvalHandlers(studio), ExploreHandlers(studio),
+                   UmapHandlers(studio))
+
+
+def build_demo(studio: Studio, job: TrainingJob) -> gr.Blocks:
+    h = Handlers.create(studio, job)
+    with gr.Blocks(title="VICReg Studio") as demo:
+        gr.Markdown("# VICReg Studio\nVariance-Invariance-Covariance regularised self-supervised learning on "
+                    "CIFAR-10: train, evaluate, and look inside the learned representation.")
+        top = header.build(h.header)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Train", id="train"):
+                train = train_tab.build(h.train, top.checkpoint)
+            with gr.Tab("Evaluate", id="evaluate"):
+                ev = eval_tab.build(h.evaluate, top.checkpoint)
+            with gr.Tab("Explore", id="explore"):
+                ex = explore_tab.build(h.explore, top.checkpoint, tabs, train.preset)
+            with gr.Tab("UMAP", id="umap"):
+                um = umap_tab.build(h.umap, h.explore, top.checkpoint, tabs, train.preset, ex.state)
+        private = dict(api_visibility="private", show_progress="hidden")
+        # a (re)loaded page: checkpoint list, then the selected model's stored map and report; the same
+        # after a refresh or a Hub download, which may select another checkpoint
+        for event in [demo.load(h.header.refresh, top.checkpoint, top.checkpoint, **private), *top.changed]:
+            event.then(h.umap.preview, um.inputs, um.outputs, **private) \
+                .then(h.evaluate.stored, top.checkpoint, ev.outputs, **private)
+        demo.load(h.header.data_status, None, [top.data_status, top.download], **private)
+        demo.load(h.train.poll, train.poll_inputs, train.poll_outputs, **private)
+        demo.load(h.explore.examples, None, [ex.gallery, ex.status], **private)
+    return demo
+
+
+def launch(demo: gr.Blocks, port: int, server_name: str, max_upload_mb: float) -> None:
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(server_name=server_name, server_port=port, max_file_size=f"{max_upload_mb:g}mb",
+                theme=gr.themes.Soft(), css=CSS, show_error=False, footer_links=["api", "gradio"])
