@@ -50,6 +50,6 @@ def test_failure_is_reported_not_raised(tmp_path):
     assert ok and job.wait(60)
     snap = job.snapshot()
     assert snap.status == "failed" and snap.end.status == "failed" and snap.start is None and snap.steps == []
-    assert snap.end.reason == f"DataError: packed dataset {missing} does not exist"
+    assert snap.end.reason.startswith(f"DataError: packed dataset {missing} does not exist; point --data")
     ok, msg = job.stop()
     assert not ok and msg == "no training run is in progress"
