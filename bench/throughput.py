@@ -35,12 +35,20 @@ from vicreg.runtime import make_runtime  # noqa: E402
 from vicreg.train import train  # noqa: E402
 
 
+def _sync() -> None:
+    """GPU work is asynchronous: wait for it before reading the clock."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timeit(fn, steps: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
+    _sync()
     t = time.perf_counter()
     for _ in range(steps):
         fn()
+    _sync()
     return (time.perf_counter() - t) / steps
 
 
@@ -57,8 +65,8 @@ def matmul_ceiling(sizes=(2048, 4096), dtype=torch.bfloat16) -> dict[int, float]
 @torch.inference_mode()
 def conv_rate(rt) -> float:
     """GFLOP/s of the model's commonest layer (64->64 3x3 conv at 32x32, batch 128) in our runtime."""
-    conv = torch.nn.Conv2d(64, 64, 3, 1, 1, bias=False)
-    x = torch.randn(128, 64, 32, 32)
+    conv = torch.nn.Conv2d(64, 64, 3, 1, 1, bias=False).to(rt.device)
+    x = torch.randn(128, 64, 32, 32, device=rt.device)
     if rt.channels_last:
         conv, x = conv.to(memory_format=torch.channels_last), rt.prepare(x)
 
@@ -159,15 +167,16 @@ def _ceilings(r: dict, cfg: TrainConfig, fast) -> None:
 def _steps(r: dict, cfg: TrainConfig, fast, orig, imgs, workers: int, steps: int, with_compile: bool):
     """Augmentation alone and the model step alone (on fixed pre-augmented batches)."""
     B = cfg.batch_size
-    g = torch.Generator().manual_seed(0)
     batch = imgs[:B].to(fast.device)
+    g = torch.Generator(device=batch.device).manual_seed(0)  # a generator on the batch's device
     r["aug_ours"] = B / _timeit(lambda: two_views(batch, cfg.augment, g), 20, 2)
     r["aug_original"] = _loader_rate(imgs.numpy(), cfg, workers, lambda b: None, 12)
     v_a, v_b = two_views(batch, cfg.augment, g)
     step = _step_fn(cfg, fast)
     r["step_ours"] = B / _timeit(lambda: step(v_a, v_b), steps, 2)
     step_fp32 = _step_fn(cfg, orig)
-    r["step_original"] = B / _timeit(lambda: step_fp32(v_a, v_b), max(2, steps // 2), 1)
+    o_a, o_b = v_a.to(orig.device), v_b.to(orig.device)  # the views on that model's device
+    r["step_original"] = B / _timeit(lambda: step_fp32(o_a, o_b), max(2, steps // 2), 1)
     if with_compile:
         t = time.perf_counter()
         step_c = _step_fn(cfg, fast, compiled=True)
@@ -181,9 +190,11 @@ def _steps(r: dict, cfg: TrainConfig, fast, orig, imgs, workers: int, steps: int
 def _end_to_end(r: dict, cfg: TrainConfig, data, imgs, step_fp32, workers: int, steps: int, data_root: str) -> None:
     """The real training generator (indexing + augmentation + step + logging) vs the PIL loader."""
     B = cfg.batch_size
+    # several logged steps whatever the device (GPU runs log every 25 steps by default; each log syncs)
+    log_every = max(1, (steps + 2) // 4) if torch.cuda.is_available() else 1
     with tempfile.TemporaryDirectory() as tmp:
         c = TrainConfig(epochs=1, batch_size=B, train_subset=B * (steps + 2), knn_test=0, checkpoint_dir=tmp,
-                        name="bench", data=data_root)
+                        name="bench", data=data_root, log_every=log_every)
         rates = [ev.pairs_per_s for ev in train(c, data=data) if ev.kind == "step"]
         if len(rates) < 3:
             raise RuntimeError(f"benchmark training run did not complete: {rates}")
@@ -193,7 +204,7 @@ def _end_to_end(r: dict, cfg: TrainConfig, data, imgs, step_fp32, workers: int, 
 
 def _embedding(r: dict, cfg: TrainConfig, data, fast, orig) -> None:
     """Embedding extraction (no augmentation): ours bf16 channels-last batch 512 vs fp32 NCHW batch 128."""
-    m_fast = VICReg(cfg.model).backbone
+    m_fast = VICReg(cfg.model).backbone.to(fast.device)
     if fast.channels_last:
         m_fast = m_fast.to(memory_format=torch.channels_last)
     m_orig = VICReg(cfg.model).backbone

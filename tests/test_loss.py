@@ -106,3 +106,19 @@ def test_bf16_autocast_does_not_degrade_the_loss():
 def test_rejects_bad_inputs(a, b, msg):
     with pytest.raises(ValueError, match=msg):
         vicreg_loss(torch.randn(*a), torch.randn(*b))
+
+
+def test_a_gather_gives_variance_and_covariance_over_the_global_batch_and_keeps_invariance_local():
+    g = torch.Generator().manual_seed(3)
+    z_a, z_b = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    whole = vicreg_loss(z_a, z_b)
+    rest = [z_a[4:], z_b[4:]]  # rank 1's rows, in the order the loss gathers (view a, then view b)
+
+    def gather(z):  # as rank 0 of 2 sees it: its own rows first, then rank 1's
+        return torch.cat([z, rest.pop(0)])
+
+    part = vicreg_loss(z_a[:4], z_b[:4], gather=gather)
+    assert rest == []
+    assert part.variance == pytest.approx(whole.variance.item(), rel=1e-6)
+    assert part.covariance == pytest.approx(whole.covariance.item(), rel=1e-6)
+    assert part.invariance == pytest.approx(invariance_loss(z_a[:4], z_b[:4]).item(), rel=1e-6)

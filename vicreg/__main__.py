@@ -34,9 +34,10 @@ def _resume(args) -> int:
 
     ckpt = load_checkpoint(_resolve_model(args))  # fail early, with the checkpoint's own message
     ignored = [f"--{o}" for o in RECIPE_OPTIONS if getattr(args, o) is not None] + (["--preset"] if args.preset else [])
-    if ignored:
+    if ignored and _rank() == 0:
         print(f"note: RE_TRAIN keeps the checkpoint's recipe; ignoring {', '.join(ignored)}")
-    run = TrainConfig().updated(given_options(args, ["device", "precision", "threads", "log_every", "data", "compile"]))
+    run = TrainConfig().updated(given_options(args, ["device", "precision", "threads", "log_every", "data", "compile",
+                                                    "knn_test"]))
     run.name = safe_name(args.name) if args.name else checkpoint_stem(ckpt.path)
     if args.checkpoint_dir:
         run.checkpoint_dir = args.checkpoint_dir
@@ -46,53 +47,85 @@ def _resume(args) -> int:
     return _run_training(resume_config(ckpt, run, total), ckpt.path)
 
 
-def _run_training(cfg, resume: str | None) -> int:
+def _rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
+def _stop_signals(stop: threading.Event) -> dict:
+    """Ctrl-C (and, under torchrun, SIGTERM) finishes the step and saves. One process: a second Ctrl-C
+    aborts without saving. Under torchrun the launcher forwards its own SIGINT/SIGTERM to every worker
+    right after the terminal's, so a repeat only re-requests the stop; the ranks agree on the step, and
+    torchrun's shutdown timeout (--shutdown_timeout, 30 s) is the hard stop."""
     from tqdm import tqdm
 
+    world = int(os.environ.get("WORLD_SIZE", 1))
+
+    def on_signal(signum, frame):
+        if stop.is_set():
+            if world == 1:
+                raise KeyboardInterrupt
+            return
+        stop.set()
+        if _rank() == 0:
+            tqdm.write("stopping after this step" + (" (Ctrl-C again to abort without saving)..." if world == 1
+                                                     else " on every rank..."))
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    signals = (signal.SIGINT, signal.SIGTERM) if world > 1 else (signal.SIGINT,)
+    return {s: signal.signal(s, on_signal) for s in signals}
+
+
+def _run_training(cfg, resume: str | None) -> int:
     from .checkpoint import safe_name
-    from .train import metrics_path, train
+    from .train import train
 
     safe_name(cfg.name)
     stop = threading.Event()
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the step and save; second: hard stop
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        tqdm.write("stopping after this step (Ctrl-C again to abort without saving)...")
-
-    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
-    bar = None
+    old = _stop_signals(stop)
     try:
-        for ev in train(cfg, stop=stop, resume=resume):
-            if ev.kind == "start":
-                print(f"{'resuming' if ev.resumed_from else 'training'} {ev.run} on {ev.runtime}: {ev.n_train} images, "
-                      f"epochs {ev.start_epoch + 1}-{ev.epochs}, {ev.steps_per_epoch} steps/epoch; "
-                      f"metrics -> {metrics_path(cfg)}")
-                for note in ev.notes:
-                    print(f"note: {note}")
-                bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
-            elif ev.kind == "step":
-                bar.update(ev.step - bar.n)
-                bar.set_postfix_str(f"ep {ev.epoch + 1} loss {ev.loss:.3f} inv {ev.invariance:.3f} "
-                                    f"var {ev.variance:.3f} "
-                                    f"cov {ev.covariance:.3f} std {ev.emb_std:.3f} {ev.pairs_per_s:.0f} pairs/s")
-            elif ev.kind == "epoch":
-                knn = f"kNN top-1 {ev.knn_top1:.2%}, " if ev.knn_top1 is not None else ""
-                (bar.write if bar else print)(f"epoch {ev.epoch}: {knn}{ev.epoch_seconds:.0f}s, saved {ev.checkpoint}")
-            else:
-                if bar:
-                    bar.close()
-                msg = f"{ev.status}: {ev.reason}" + (f"; checkpoint {ev.checkpoint}" if ev.checkpoint else "")
-                if ev.status == "failed":
-                    print(f"error: {msg}", file=sys.stderr)
-                    # bad data, checkpoint or settings are the user's to fix (2); anything else is a bug (1)
-                    return 2 if ev.reason.split(":", 1)[0] in EXPECTED_ERRORS else 1
-                print(msg)
-                return 0
+        return _report(cfg, train(cfg, stop=stop, resume=resume), quiet=_rank() != 0)
     finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _report(cfg, events, quiet: bool) -> int:
+    """Print the run's events (nothing but errors on ranks other than 0) and return the exit code."""
+    from tqdm import tqdm
+
+    from .train import metrics_path
+
+    bar = None
+    for ev in events:
+        if quiet and ev.kind != "end":
+            continue
+        if ev.kind == "start":
+            print(f"{'resuming' if ev.resumed_from else 'training'} {ev.run} on {ev.runtime}: {ev.n_train} images, "
+                  f"epochs {ev.start_epoch + 1}-{ev.epochs}, {ev.steps_per_epoch} steps/epoch; "
+                  f"metrics -> {metrics_path(cfg)}")
+            for note in ev.notes:
+                print(f"note: {note}")
+            bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
+        elif ev.kind == "step":
+            bar.update(ev.step - bar.n)
+            bar.set_postfix_str(f"ep {ev.epoch + 1} loss {ev.loss:.3f} inv {ev.invariance:.3f} "
+                                f"var {ev.variance:.3f} "
+                                f"cov {ev.covariance:.3f} std {ev.emb_std:.3f} {ev.pairs_per_s:.0f} pairs/s")
+        elif ev.kind == "epoch":
+            knn = f"kNN top-1 {ev.knn_top1:.2%}, " if ev.knn_top1 is not None else ""
+            (bar.write if bar else print)(f"epoch {ev.epoch}: {knn}{ev.epoch_seconds:.0f}s, saved {ev.checkpoint}")
+        else:
+            if bar:
+                bar.close()
+            msg = f"{ev.status}: {ev.reason}" + (f"; checkpoint {ev.checkpoint}" if ev.checkpoint else "")
+            if ev.status == "failed":
+                print(f"error: {msg}", file=sys.stderr)
+                # bad data, checkpoint or settings are the user's to fix (2); anything else is a bug (1)
+                return 2 if ev.reason.split(":", 1)[0] in EXPECTED_ERRORS else 1
+            if not quiet:
+                print(msg)
+            return 0
     return 1
 
 

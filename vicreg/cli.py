@@ -41,13 +41,14 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "precision": ("precision", str, "auto, bf16 or fp32"),
     "threads": ("threads", int, "torch CPU threads (0: torch's default); use 1 on a shared CPU"),
     "log_every": ("log_every", int, "steps between metric read-backs (0: every step on CPU, 25 on GPU)"),
+    "knn_test": ("knn_test", int, "per-epoch kNN monitor: test images queried (0: off)"),
     "name": ("name", str, "run name: saved as <checkpoint_dir>/<name>.safetensors"),
     "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS)"),
     "data": ("data", str, "image folder with train/ and test/, a packed .npz, or a torchvision CIFAR-10 root "
              "(env VICREG_DATA)"),
 }
 RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "inv_coeff",
-                  "var_coeff", "cov_coeff", "view_size", "seed", "train_subset")
+                  "var_coeff", "cov_coeff", "view_size", "seed", "train_subset", "sync_bn")
 
 
 def _field(cfg, dotted: str):
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{opt}", type=kind, default=None, choices=choices,
                        help=f"{text} [{_field(defaults, dotted)}]")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--sync_bn", action="store_true", default=None,
+                   help="under torchrun: BatchNorm statistics over the global batch in the backbone too "
+                        "(the projector's always are)")
     p.add_argument("--probe_epochs", type=int, default=100, help="EVALUATE: linear-probe epochs on cached features")
     p.add_argument("--random_init", action="store_true",
                    help="EVALUATE/INFERENCE a random-initialised backbone (baseline)")
@@ -96,7 +100,7 @@ def given_options(args, names) -> dict:
 
 def train_config(args) -> TrainConfig:
     """TRAIN's config: TrainConfig(), or the preset, with the options given on top."""
-    given = given_options(args, [*CONFIG_OPTIONS, "compile"])
+    given = given_options(args, [*CONFIG_OPTIONS, "compile", "sync_bn"])
     if "train_subset" in given:
         given["train_subset"] = given["train_subset"] or None
     if "name" in given:

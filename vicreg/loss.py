@@ -5,7 +5,7 @@ entries and the variance takes a sqrt near zero, both of which lose too much in 
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,12 +19,13 @@ class VICRegTerms(NamedTuple):
     covariance: Tensor
 
 
-def _check(z_a: Tensor, z_b: Tensor) -> None:
+def _check(z_a: Tensor, z_b: Tensor, batch: int | None = None) -> None:
+    """`batch`: the size variance and covariance see (the global batch when gathered)."""
     if z_a.ndim != 2 or z_b.ndim != 2:
         raise ValueError(f"embeddings must be 2-D (batch, dim), got shapes {tuple(z_a.shape)} and {tuple(z_b.shape)}")
     if z_a.shape != z_b.shape:
         raise ValueError(f"the two views must have the same shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
-    if z_a.shape[0] < 2:
+    if (z_a.shape[0] if batch is None else batch) < 2:
         raise ValueError("VICReg needs a batch of at least 2 (variance and covariance are undefined for 1), "
                          f"got {z_a.shape[0]}")
 
@@ -56,13 +57,22 @@ def vicreg_loss(
     var_coeff: float = 25.0,
     cov_coeff: float = 1.0,
     eps: float = 1e-4,
+    gather: Callable[[Tensor], Tensor] | None = None,
 ) -> VICRegTerms:
-    """Total loss and its three unweighted terms, as in the official implementation."""
-    _check(z_a, z_b)
+    """Total loss and its three unweighted terms, as in the official implementation.
+
+    `gather` (distributed training: `vicreg.distributed.full_gather`) turns this rank's embeddings
+    into the global batch for variance and covariance; invariance is per pair and stays local.
+    """
+    _check(z_a, z_b, 2 if gather is not None else None)
     # autocast off: otherwise the covariance matmul would run in bf16 despite the fp32 inputs
     with torch.autocast(z_a.device.type, enabled=False):
-        z_a, z_b = z_a.float(), z_b.float()
+        wide = torch.promote_types(z_a.dtype, torch.float32)  # float32, or float64 when given float64
+        z_a, z_b = z_a.to(wide), z_b.to(wide)
         inv = invariance_loss(z_a, z_b)
+        if gather is not None:
+            z_a, z_b = gather(z_a), gather(z_b)
+            _check(z_a, z_b)
         var = 0.5 * (variance_loss(z_a, eps) + variance_loss(z_b, eps))
         cov = covariance_loss(z_a) + covariance_loss(z_b)
     total = inv_coeff * inv + var_coeff * var + cov_coeff * cov

@@ -36,6 +36,8 @@ class VICReg(nn.Module):
         self.cfg = cfg
         self.backbone = cifar_resnet18()
         self.projector = projector(cfg.backbone_dim, cfg.projector_dims())
+        # distributed training sets vicreg.distributed.full_gather: variance and covariance over the global batch
+        self.gather = None
 
     def embed(self, x: Tensor) -> Tensor:
         """512-d backbone representation (what evaluation and the app use)."""
@@ -46,4 +48,4 @@ class VICReg(nn.Module):
         # per view, so a view's embedding cannot borrow statistics from its partner.
         z_a = self.projector(self.backbone(x_a))
         z_b = self.projector(self.backbone(x_b))
-        return vicreg_loss(z_a, z_b, **(loss_kwargs or {})), z_a, z_b
+        return vicreg_loss(z_a, z_b, **(loss_kwargs or {}), gather=self.gather), z_a, z_b

@@ -3,6 +3,9 @@
 Resume is exact: the epoch's sample order is a pure function of (seed, epoch), the augmentation
 generator's state is checkpointed, the lr is a pure function of the step, and the optimiser state
 travels in the checkpoint. So stopping anywhere and resuming gives the same weights as not stopping.
+
+Under torchrun every rank runs this generator; `vicreg.distributed` holds the data-parallel pieces
+(global batch split by rank, DDP, synced BatchNorm, stop agreement) and only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import IO, Iterator
 
 import torch
 
+from . import distributed as ddp
 from .augment import two_views
 from .checkpoint import (
     Checkpoint,
@@ -66,7 +70,7 @@ class _Run:
     cfg: TrainConfig
     rt: Runtime
     data: Dataset
-    images: torch.Tensor  # the training split, uint8, on the device
+    images: torch.Tensor  # the training split, uint8, on the device (or pinned host memory when too large)
     model: VICReg
     fwd: torch.nn.Module  # the model, compiled or not
     opt: torch.optim.Optimizer
@@ -78,6 +82,7 @@ class _Run:
     log: IO[str]
     knn_bank: Split
     knn_query: Split
+    dist: ddp.Dist = field(default_factory=ddp.Dist)
     step: int = 0
     start_epoch: int = 0
     in_epoch: int = 0  # steps already done inside start_epoch (a mid-epoch resume)
@@ -86,18 +91,28 @@ class _Run:
     notes: list[str] = field(default_factory=list)
 
     def emit(self, ev: Event) -> Event:
-        self.log.write(json.dumps(to_dict(ev)) + "\n")
-        self.log.flush()
+        if self.dist.main:  # the other ranks stay quiet
+            self.log.write(json.dumps(to_dict(ev)) + "\n")
+            self.log.flush()
         return ev
 
     def save(self, epoch: int, in_epoch: int) -> str:
-        # a mid-epoch stop also saves the augmentation stream so that resuming continues it
+        # a mid-epoch stop also saves the augmentation streams (every rank's) so that resuming continues them
         meta = {"config": self.cfg.to_dict(), "epoch": epoch, "step": self.step, "step_in_epoch": in_epoch,
                 "complete": epoch >= self.cfg.epochs, "metrics": self.metrics, "runtime": self.rt.describe(),
-                "saved_at": time.time(), "rng_device": self.gen.device.type}
-        extra = {"rng.augment": self.gen.get_state()} if in_epoch else None
-        self.saved = save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra)
+                "saved_at": time.time(), "rng_device": self.gen.device.type, "world_size": self.dist.world}
+        extra = ddp.rng_states(self.gen.get_state(), self.dist) if in_epoch else None  # a collective
+        if self.dist.main:
+            save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra)
+        self.saved = self.out_path
         return self.saved
+
+    def batch(self, order: torch.Tensor, i: int) -> torch.Tensor:
+        """This rank's slice of global batch i, on the device."""
+        rows = self.images[order[ddp.local_slice(i, self.cfg.batch_size, self.dist)]]
+        if rows.device.type == "cpu" and self.rt.device.type == "cuda":  # the set lives in pinned host memory
+            return rows.pin_memory().to(self.rt.device, non_blocking=True)
+        return rows
 
 
 def train(
@@ -114,68 +129,90 @@ def train(
     """
     stop = stop or threading.Event()
     t0 = time.perf_counter()
-    run = None
+    run, d = None, ddp.Dist()
     try:
-        run = _setup(cfg, resume, data)
+        d = ddp.setup(cfg.device)
+        run = _setup(cfg, resume, data, d)
         try:
             yield from _loop(run, stop, resume, t0)
         finally:
             run.log.close()
     except Exception as e:  # the generator's contract: every run ends with an EndEvent
         ckpt, epoch, step = (run.saved, run.start_epoch, run.step) if run is not None else (None, 0, 0)
-        yield EndEvent("failed", f"{type(e).__name__}: {e}", ckpt, epoch, step, time.perf_counter() - t0)
+        yield EndEvent("failed", ddp.describe_failure(e, d, ckpt), ckpt, epoch, step, time.perf_counter() - t0)
+    finally:
+        ddp.teardown(d)
 
 
-def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None) -> _Run:
+def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Dist) -> _Run:
     ckpt: Checkpoint | None = load_checkpoint(resume) if resume else None
     if ckpt is not None:
         cfg = resume_config(ckpt, cfg, cfg.epochs)
     cfg.validate()
-    rt = make_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
-    data = data or load_dataset(cfg.data, cfg.augment.size)
-    train_split, _ = even_subset(data.train, cfg.train_subset)
-    images = train_split.images.to(rt.device)  # whole set on the device as uint8
+    if cfg.batch_size % d.world:
+        raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must divide by the {d.world} processes")
+    rt = make_runtime(d.device if d.active else cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
+    data = data or ddp.rank0_first(d, lambda: load_dataset(cfg.data, cfg.augment.size))
+    images = ddp.place(even_subset(data.train, cfg.train_subset)[0].images, rt.device)
     spe = images.shape[0] // cfg.batch_size  # drop the ragged last batch: BN and covariance want full batches
     if spe < 1:
         raise ValueError(f"batch size {cfg.batch_size} is larger than the {images.shape[0]} training images")
     total = spe * cfg.epochs
-
-    torch.manual_seed(cfg.seed)  # weight init
-    model = VICReg(cfg.model).to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, fwd = _model(cfg, rt, d)
     opt = make_optimizer(model, cfg, fused=rt.device.type == "cuda")
-    os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+    if d.main:
+        os.makedirs(cfg.checkpoint_dir, exist_ok=True)
     run = _Run(
-        cfg, rt, data, images, model, torch.compile(model) if cfg.compile else model, opt,
+        cfg, rt, data, images, model, fwd, opt,
         torch.Generator(device=rt.device), spe, total, min(int(cfg.warmup_epochs * spe), total // 2),
-        checkpoint_path(cfg.checkpoint_dir, cfg.name), open(metrics_path(cfg), "a"),
-        even_subset(data.train, cfg.knn_train)[0], even_subset(data.test, cfg.knn_test)[0],
+        checkpoint_path(cfg.checkpoint_dir, cfg.name), open(metrics_path(cfg) if d.main else os.devnull, "a"),
+        even_subset(data.train, cfg.knn_train)[0], even_subset(data.test, cfg.knn_test)[0], d,
     )
+    if d.active:
+        run.notes.append(f"{d.world} processes ({d.backend}): global batch {cfg.batch_size} = "
+                         f"{cfg.batch_size // d.world} per rank; BatchNorm synced in the projector"
+                         + (" and the backbone" if cfg.sync_bn else ""))
     if ckpt is not None:
         load_model_state(model, ckpt)
         load_optimizer_state(opt, ckpt)
         run.start_epoch, run.step = ckpt.meta["epoch"], ckpt.meta["step"]
         run.in_epoch = ckpt.meta.get("step_in_epoch", 0)
         run.metrics = dict(ckpt.meta.get("metrics", {}))
+        saved_world = int(ckpt.meta.get("world_size", 1))
+        if saved_world != d.world:
+            run.notes.append(f"the checkpoint was written by {saved_world} process(es) and resumes on {d.world}: the "
+                             f"global batch stays {cfg.batch_size}, so the schedule and sample order are unchanged")
         if run.in_epoch:
-            _restore_augment_stream(run, ckpt)
+            _restore_augment_stream(run, ckpt, saved_world)
     return run
 
 
-def _restore_augment_stream(run: _Run, ckpt: Checkpoint) -> None:
-    """Continue a mid-epoch checkpoint's augmentation stream. A generator's state only fits a
-    generator of the same device kind (CPU and CUDA states differ in size), so a checkpoint from
-    another kind reseeds deterministically from (seed, epoch, step): reproducible, but not the
-    stream the uninterrupted run would have drawn."""
-    saved_kind = ckpt.meta.get("rng_device", "cpu")
-    if "rng.augment" in ckpt.tensors and saved_kind == run.gen.device.type:
-        run.gen.set_state(ckpt.tensors["rng.augment"].cpu())
+def _model(cfg: TrainConfig, rt: Runtime, d: ddp.Dist) -> tuple[VICReg, torch.nn.Module]:
+    """The model, and what the loop calls: DDP around it under torchrun, compiled when asked."""
+    torch.manual_seed(cfg.seed)  # weight init (the same on every rank; DDP also broadcasts rank 0's)
+    model = ddp.prepare(VICReg(cfg.model), rt.device.type, cfg.sync_bn, d).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fwd = ddp.wrap(model, rt.device, d)
+    return model, torch.compile(fwd) if cfg.compile else fwd
+
+
+def _restore_augment_stream(run: _Run, ckpt: Checkpoint, saved_world: int) -> None:
+    """Continue a mid-epoch checkpoint's augmentation stream (this rank's). A generator's state only
+    fits a generator of the same device kind (CPU and CUDA states differ in size), and the streams
+    only fit the same number of processes, so otherwise it reseeds deterministically from (seed, epoch,
+    step, rank): reproducible, but not the stream the uninterrupted run would have drawn."""
+    saved_kind, d = ckpt.meta.get("rng_device", "cpu"), run.dist
+    key = f"rng.augment.{d.rank}" if d.active else "rng.augment"
+    if key in ckpt.tensors and saved_kind == run.gen.device.type and saved_world == d.world:
+        run.gen.set_state(ckpt.tensors[key].cpu())
         return
-    run.gen.manual_seed((run.cfg.seed * 100_003 + run.start_epoch) * 1_000_003 + run.step)
-    run.notes.append(f"the checkpoint's augmentation stream was saved on {saved_kind} and this run is on "
-                     f"{run.gen.device.type}: reseeded from (seed, epoch, step), so the rest of epoch "
-                     f"{run.start_epoch + 1} sees different (equally random) augmentations than an uninterrupted run")
+    run.gen.manual_seed(ddp.rank_seed((run.cfg.seed * 100_003 + run.start_epoch) * 1_000_003 + run.step, d.rank))
+    why = (f"saved on {saved_kind} and this run is on {run.gen.device.type}" if saved_kind != run.gen.device.type
+           else f"saved by {saved_world} process(es) and this run has {d.world}")
+    run.notes.append(f"the checkpoint's augmentation stream was {why}: reseeded from (seed, epoch, step), so the "
+                     f"rest of epoch {run.start_epoch + 1} sees different (equally random) augmentations than an "
+                     "uninterrupted run")
 
 
 def _loop(run: _Run, stop: threading.Event, resume: str | None, t0: float) -> Iterator[Event]:
@@ -206,15 +243,16 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
     """One epoch's steps (StepEvents every log_every steps); returns the in-epoch step at which a
     stop was requested, or None when the epoch completed."""
     cfg = run.cfg
-    order = _epoch_order(run.images.shape[0], cfg.seed, epoch).to(run.rt.device)
+    order = _epoch_order(run.images.shape[0], cfg.seed, epoch).to(run.images.device)
     if run.in_epoch == 0:
-        run.gen.manual_seed(cfg.seed * 100_003 + epoch + 1)
+        run.gen.manual_seed(ddp.rank_seed(cfg.seed * 100_003 + epoch + 1, run.dist.rank))
     log_every = cfg.log_every or (1 if run.rt.device.type == "cpu" else 25)  # each read-back syncs a GPU
     t_win, win_steps = time.perf_counter(), 0
     for i in range(run.in_epoch, run.steps_per_epoch):
-        if stop.is_set():
+        ddp.fault_hook(run.dist, run.step, stop)
+        if ddp.agree(stop.is_set(), run.dist):  # every rank stops at the same step
             return i
-        batch = run.images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
+        batch = run.batch(order, i)
         lr = lr_at(run.step, run.total, run.warmup, cfg.scaled_lr(), cfg.min_lr_ratio)
         terms, z_a = _step(run, batch, lr)
         run.step += 1
@@ -222,7 +260,8 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
         if run.step % log_every == 0 or i == run.steps_per_epoch - 1:
             zf = z_a.detach().float()
             health = [zf.std(0).mean(), effective_rank(zf)]
-            *vals, emb_std, eff_rank = torch.stack([t.detach().float() for t in terms] + health).tolist()  # one sync
+            stacked = torch.stack([t.detach().float() for t in terms] + health)
+            *vals, emb_std, eff_rank = ddp.mean_over_ranks(stacked, run.dist).tolist()  # one sync
             if not math.isfinite(vals[0]):
                 raise FloatingPointError(f"loss became {vals[0]} at step {run.step}; lower the learning rate (--lr)")
             run.metrics.update(loss=vals[0], invariance=vals[1], variance=vals[2], covariance=vals[3])
@@ -249,7 +288,7 @@ def _step(run: _Run, batch: torch.Tensor, lr: float):
 
 def _knn_monitor(run: _Run) -> float | None:
     """Per-epoch kNN top-1 of the backbone on small train/test subsets (None when disabled)."""
-    if run.cfg.knn_test <= 0:
+    if run.cfg.knn_test <= 0 or not run.dist.main:
         return None
     bank = extract_features(run.model.backbone, run.knn_bank.images, run.rt, run.cfg.augment)
     query = extract_features(run.model.backbone, run.knn_query.images, run.rt, run.cfg.augment)
