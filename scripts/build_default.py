@@ -66,8 +66,9 @@ def provenance(args, ckpt) -> dict:
         starts = [r for r in rows if r.get("kind") == "start"]
         wall = sum(r["elapsed"] for r in ends) if ends else None
         spe = starts[0]["steps_per_epoch"] if starts else None
+    history = open(args.history).read().splitlines() if args.history else []
     return {
-        "command": args.command, "commit": args.commit, "hardware": args.hardware,
+        "command": args.command, "commit": args.commit, "hardware": args.hardware, "history": history,
         "data": args.data_note, "epochs": meta["epoch"], "steps": meta["step"],
         "pairs_seen": meta["step"] * cfg["batch_size"], "steps_per_epoch": spe, "wall_seconds": wall,
         "trained_at": datetime.datetime.fromtimestamp(meta.get("saved_at", time.time()),
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--commit", required=True)
     ap.add_argument("--hardware", required=True)
     ap.add_argument("--data_note", default="CIFAR-10 train split (50,000 images, JPEG q75 copy)")
+    ap.add_argument("--history", default=None, help="a text file of how the run went (stops, resumes), one line each")
     ap.add_argument("--data", default=os.environ.get("VICREG_DATA", "data"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--sample", required=True)

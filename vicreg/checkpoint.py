@@ -138,9 +138,25 @@ def read_meta(path: str) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"checkpoint {path} has corrupt metadata: {e}") from None
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path} has an unknown checkpoint format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path} has an unknown checkpoint format {fmt!r}")
+    _check_meta(path, meta)
     return meta
+
+
+def _check_meta(path: str, meta: dict[str, Any]) -> None:
+    """Refuse metadata of the wrong types before anything builds a model from it."""
+    for key in ("epoch", "step", "step_in_epoch"):
+        value = meta.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{path} has invalid metadata: {key} must be a whole number >= 0, got {value!r}")
+    if not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{path} has invalid metadata: config must be a mapping")
+    try:
+        TrainConfig.from_dict(meta["config"]).validate()
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
+        raise CheckpointError(f"{path} has invalid metadata: {e}") from None
 
 
 def load_checkpoint(path: str) -> Checkpoint:
