@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -30,20 +29,12 @@ from vicreg.checkpoint import load_checkpoint, pack_checkpoint  # noqa: E402
 from vicreg.data import load_dataset  # noqa: E402
 from vicreg.embed import load_model  # noqa: E402
 from vicreg.evaluate import extract_features  # noqa: E402
-from vicreg.files import atomic_write  # noqa: E402
+from vicreg.files import atomic_write, file_sha256  # noqa: E402
 from vicreg.runtime import make_runtime  # noqa: E402
 
 
 def first_per_class(labels: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([np.nonzero(labels == c)[0][:n] for c in range(int(labels.max()) + 1)])
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def umap_coords(features: np.ndarray) -> np.ndarray:
@@ -114,7 +105,7 @@ def main() -> None:
         train_x=data.train.images[tr].numpy(), train_y=data.train.labels[tr].numpy(), train_index=tr.astype(np.int64),
         test_x=data.test.images[te].numpy(), test_y=data.test.labels[te].numpy(), test_index=te.astype(np.int64),
         classes=np.asarray(json.dumps(list(data.classes))), features=feats.astype(np.float16), umap=coords,
-        features_checkpoint=np.asarray(sha256(args.out)),
+        features_checkpoint=np.asarray(file_sha256(args.out)),
     )
     atomic_write(args.sample, lambda tmp: np.savez_compressed(tmp, **arrays))
     print(f"sample -> {args.sample} ({os.path.getsize(args.sample) / 2**20:.1f} MiB)")

@@ -21,6 +21,7 @@ from vicreg.checkpoint import checkpoint_stem
 from vicreg.config import AugmentConfig, TrainConfig
 from vicreg.embed import load_model
 from vicreg.evaluate import extract_features
+from vicreg.files import file_sha256
 from vicreg.model import VICReg
 from vicreg.runtime import Runtime, make_runtime
 
@@ -56,12 +57,9 @@ class FileHashes:
         with self._lock:
             if key in self._known:
                 return self._known[key]
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        digest = file_sha256(path)
         with self._lock:
-            self._known[key] = h.hexdigest()
+            self._known[key] = digest
         return self._known[key]
 
 

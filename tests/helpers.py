@@ -10,7 +10,6 @@ as `python -m bench.app_bench` and imports it as `tests.helpers`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -116,14 +115,6 @@ def share_dataset_cache(cifar_root: str, cache: str) -> None:
         os.symlink(os.path.abspath(src), os.path.join(cache, key))
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def demo_files(cifar_root: str | None = None) -> tuple[str, str]:
     """(default checkpoint, embedded sample): the repo's shipped pair when both exist, otherwise a
     provisional pair built once from the CIFAR-10 copy at `cifar_root` into the temp folder."""
@@ -173,7 +164,7 @@ def _build(cifar_root: str, folder: str) -> None:
     from vicreg.data import Dataset, even_subset, load_dataset
     from vicreg.embed import load_model
     from vicreg.evaluate import extract_features
-    from vicreg.files import atomic_write
+    from vicreg.files import atomic_write, file_sha256
     from vicreg.runtime import make_runtime
 
     full = load_dataset(cifar_root)
@@ -198,5 +189,5 @@ def _build(cifar_root: str, folder: str) -> None:
     arrays = dict(train_x=train.images.numpy(), train_y=train.labels.numpy(), test_x=test.images.numpy(),
                   test_y=labels, classes=np.asarray(json.dumps(list(full.classes))), test_index=test_idx,
                   train_index=train_idx, features=feats.astype(np.float16), umap=coords,
-                  features_checkpoint=np.asarray(sha256_file(ckpt)))
+                  features_checkpoint=np.asarray(file_sha256(ckpt)))
     atomic_write(os.path.join(folder, "cifar10_sample.npz"), lambda tmp: np.savez(tmp, **arrays))

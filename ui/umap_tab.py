@@ -24,6 +24,10 @@ class UmapOut(NamedTuple):
     no_checkpoint: Any = None
 
 
+NO_MAP = UmapOut(msg("No trained checkpoint yet, so there is no meaningful map to show.", "warn"),
+                 no_checkpoint=gr.update(visible=True))
+
+
 @dataclass
 class UmapTab:
     checkpoint: gr.Dropdown  # the header's
@@ -78,8 +82,7 @@ class UmapHandlers:
         """The map if it is ready without heavy work (cached, or stored in the sample); else a hint."""
         path = self.studio.catalog.valid(checkpoint)
         if not path:
-            return UmapOut(msg("No trained checkpoint yet, so there is no meaningful map to show.", "warn"),
-                           no_checkpoint=gr.update(visible=True))
+            return NO_MAP
 
         def run() -> UmapOut:
             t0 = time.perf_counter()
@@ -95,8 +98,7 @@ class UmapHandlers:
     def show(self, checkpoint, st, progress=gr.Progress()) -> UmapOut:
         path = self.studio.catalog.valid(checkpoint)
         if not path:
-            return UmapOut(msg("No trained checkpoint yet, so there is no meaningful map to show.", "warn"),
-                           no_checkpoint=gr.update(visible=True))
+            return NO_MAP
 
         def run() -> UmapOut:
             t0 = time.perf_counter()

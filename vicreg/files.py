@@ -5,6 +5,7 @@ writers of the same path never share a temporary name.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from typing import Callable
@@ -39,3 +40,12 @@ def atomic_write_text(path: str, text: str) -> str:
             f.write(text)
 
     return atomic_write(path, write)
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (checkpoints are tens of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
