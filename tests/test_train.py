@@ -129,3 +129,28 @@ def test_effective_rank():
     assert effective_rank(torch.randn(256, 64)) > 50
     collapsed = torch.randn(256, 1) @ torch.randn(1, 64) + 1e-6 * torch.randn(256, 64)
     assert effective_rank(collapsed) < 1.5
+
+
+def test_collapse_warns_once_and_does_not_stop_the_run():
+    from vicreg.health import CollapseWatch
+
+    watch = CollapseWatch(min_std=0.02, min_rank=4.0, steps=3)
+    healthy = [watch.update(s, 0.3, 40.0) for s in range(1, 4)]
+    low = [watch.update(s, 0.001, 30.0) for s in range(4, 9)]  # std collapsed, rank not yet
+    assert healthy == [None] * 3 and low[:2] == [None, None] and low[3:] == [None, None]
+    assert low[2].startswith("collapse at step 6: for 3 logged steps") and "variance weight" in low[2]
+    assert watch.update(9, 0.3, 40.0) is None and watch.low == 0  # recovered: may warn again later
+    assert [watch.update(s, 0.3, 1.2) for s in range(10, 13)][-1].startswith("collapse at step 12")
+
+
+def test_a_collapse_warning_reaches_the_events_once_and_the_run_finishes(cifar, tmp_path, monkeypatch):
+    """The plumbing, with a watch that sees every step as collapsed (a real collapse, variance weight 0,
+    takes longer than a test should); the watch's own rule is tested above."""
+    import vicreg.health
+
+    real = vicreg.health.CollapseWatch.update
+    monkeypatch.setattr(vicreg.health.CollapseWatch, "update", lambda self, step, s, r: real(self, step, 0.0, 0.0))
+    events = _run(_cfg(tmp_path, "collapse", epochs=3, train_subset=256), cifar)
+    warned = [e for e in events if e.kind == "step" and e.warning]
+    assert events[-1].status == "finished" and [e.step for e in warned] == [20]
+    assert warned[0].warning.startswith("collapse at step 20: for 20 logged steps")

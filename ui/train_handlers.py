@@ -63,7 +63,14 @@ def progress_html(snap: JobSnapshot) -> str:
     width = f"{100 * step / max(total, 1):.1f}%"
     bar = f"<div class='vr-bar'><div class='vr-fill {esc(st)}' style='width:{width}'></div></div>"
     notes = "".join(f"<div>{msg(esc(scrub(n)), 'info')}</div>" for n in getattr(start, "notes", None) or [])
+    warning = latest_warning(snap)
+    notes += f"<div id='train-warning'>{msg(esc(warning), 'warn')}</div>" if warning else ""
     return f"<div id='train-progress' class='vr-status'>{bar}<div>{' · '.join(parts)}</div>{notes}{end}</div>"
+
+
+def latest_warning(snap: JobSnapshot) -> str | None:
+    """The run's most recent warning (a collapse), newest steps first: warnings are rare."""
+    return next((s.warning for s in reversed(snap.steps) if s.warning), None)
 
 
 def status_dict(snap: JobSnapshot) -> dict:
@@ -77,7 +84,7 @@ def status_dict(snap: JobSnapshot) -> dict:
         "epoch": (last.epoch + 1) if last else None, "n_steps_logged": len(snap.steps),
         "loss": last.loss if last else None, "emb_std": last.emb_std if last else None,
         "eff_rank": last.eff_rank if last else None, "pairs_per_s": last.pairs_per_s if last else None,
-        "eta_s": snap.eta_seconds(), "knn_top1": [e.knn_top1 for e in snap.epochs],
+        "eta_s": snap.eta_seconds(), "knn_top1": [e.knn_top1 for e in snap.epochs], "warning": latest_warning(snap),
         "end": {"status": end.status, "reason": scrub(end.reason), "checkpoint": end.checkpoint} if end else None,
     }
 

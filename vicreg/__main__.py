@@ -108,6 +108,8 @@ def _report(cfg, events, quiet: bool) -> int:
                 print(f"note: {note}")
             bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
         elif ev.kind == "step":
+            if ev.warning:
+                bar.write(f"warning: {ev.warning}")
             bar.update(ev.step - bar.n)
             bar.set_postfix_str(f"ep {ev.epoch + 1} loss {ev.loss:.3f} inv {ev.invariance:.3f} "
                                 f"var {ev.variance:.3f} "

@@ -37,6 +37,7 @@ class StepEvent:
     eff_rank: float  # exp(entropy) of the normalised singular values of those embeddings
     elapsed: float
     kind: Literal["step"] = "step"
+    warning: str | None = None  # set on the step where a collapse is first detected
 
 
 @dataclass

@@ -35,24 +35,10 @@ from .config import TrainConfig
 from .data import Dataset, Split, even_subset, load_dataset
 from .evaluate import extract_features, knn_accuracy
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, to_dict
+from .health import CollapseWatch, effective_rank
 from .model import VICReg
 from .optim import lr_at, make_optimizer, set_lr
 from .runtime import Runtime, make_runtime
-
-
-def effective_rank(z: torch.Tensor) -> torch.Tensor:
-    """exp(entropy) of the normalised singular values (Roy & Vetterli, 2007): ~batch size for
-    well-spread embeddings, falls towards 1 as they collapse onto a few directions.
-
-    The singular values come from the eigenvalues of the smaller Gram matrix (B x B, or D x D when
-    the batch is larger): one matrix product and a small symmetric eigensolve instead of an SVD.
-    Returns a 0-d tensor on z's device, so the caller reads every metric back in one transfer.
-    """
-    zc = torch.nan_to_num((z - z.mean(0)).float())  # a NaN batch is reported by the loss check, not here
-    gram = zc @ zc.T if zc.shape[0] <= zc.shape[1] else zc.T @ zc
-    s = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
-    p = s / s.sum().clamp_min(1e-12)
-    return torch.exp(-(p * (p + 1e-12).log()).sum())
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -89,6 +75,7 @@ class _Run:
     metrics: dict = field(default_factory=dict)  # the latest loss terms and kNN, saved with checkpoints
     saved: str | None = None  # the last checkpoint this run wrote
     notes: list[str] = field(default_factory=list)
+    collapse: CollapseWatch = field(default_factory=CollapseWatch)
 
     def emit(self, ev: Event) -> Event:
         if self.dist.main:  # the other ranks stay quiet
@@ -267,7 +254,8 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
             run.metrics.update(loss=vals[0], invariance=vals[1], variance=vals[2], covariance=vals[3])
             now = time.perf_counter()
             pairs_per_s = win_steps * cfg.batch_size / max(now - t_win, 1e-9)
-            yield run.emit(StepEvent(epoch, run.step, run.total, *vals, lr, pairs_per_s, emb_std, eff_rank, now - t0))
+            yield run.emit(StepEvent(epoch, run.step, run.total, *vals, lr, pairs_per_s, emb_std, eff_rank, now - t0,
+                                     warning=run.collapse.update(run.step, emb_std, eff_rank)))
             t_win, win_steps = time.perf_counter(), 0
     return None
 
