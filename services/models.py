@@ -1,8 +1,8 @@
 """Loaded models, kept per checkpoint file (a few at a time), and the per-image work done with them.
 
 torch's intra-op thread count is per OS thread (new threads inherit the last value set). Per-image
-work runs on one thread of its own with 1 torch thread: tiny ops on 2 threads wait on each other
-whenever the CPU is shared (measured ~60 ms vs ~5 ms for two views). Heavy work sets `threads`
+work runs on one thread of its own with 1 torch thread: the ops on one 32x32 image are too small to
+split, and on a shared CPU two threads then mostly wait for each other. Heavy work sets `threads`
 explicitly, and so must training (TrainConfig.threads).
 """
 from __future__ import annotations

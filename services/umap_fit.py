@@ -4,8 +4,8 @@
 
 Reads and writes plain .npy files (no pickle). The k-nearest-neighbour graph is computed here
 exactly (cosine, one matrix product per chunk) and handed to UMAP as `precomputed_knn`, which
-skips pynndescent: measured on 10,000 x 512 features, a first fit in a fresh process takes ~19 s
-instead of ~53 s, and ~10 s once numba's on-disk cache is warm. Only numpy, umap and vicreg.files
+skips pynndescent and its numba compilation, the larger part of a first fit at the map sizes the app
+uses (README, "The app" has the timings). Only numpy, umap and vicreg.files
 are imported; umap inside `fit`, so that importing this module (tests do) stays cheap.
 """
 from __future__ import annotations
