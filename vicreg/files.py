@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import uuid
 from typing import Callable
 
 
@@ -20,8 +20,8 @@ def atomic_write(path: str, write: Callable[[str], None], fsync: bool = True) ->
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     ext = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=f".tmp{ext}")
-    os.close(fd)
+    # the writer creates the file itself, so it gets the usual permissions (mkstemp's would be 0600)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp{ext}")
     try:
         write(tmp)
         if fsync:
