@@ -11,6 +11,7 @@ from app_fixtures import demo_pair  # noqa: F401
 from PIL import Image
 
 import services.data
+from services.reports import REPORT_KEYS
 from services.settings import Settings
 from services.studio import Studio
 from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, preset_choices, scrub
@@ -153,8 +154,9 @@ def test_stored_report_shown_at_once(setup, demo_pair):  # noqa: F811
     out = setup[0].evaluate.stored(demo_pair[0])
     rep = read_meta(demo_pair[0])["report"]
     base = rep.pop("baseline")
-    assert out.result == {"results": {"cpu90": {"checkpoint": "cpu90", **rep}, "random init": {"checkpoint": None,
-                                                                                               **base}},
+    shown = {k: rep[k] for k in REPORT_KEYS}  # not the report's "model" path or runtime note
+    assert out.result == {"results": {"cpu90": {"checkpoint": "cpu90", **shown},
+                                      "random init": {"checkpoint": None, **{k: base[k] for k in REPORT_KEYS}}},
                           "stored": True}
     rows = out.summary.splitlines()
     assert rows[2] == (f"| cpu90 | **{100 * rep['linear_top1']:.1f}%** | {100 * rep['knn_top1']:.1f}% | "
