@@ -7,7 +7,9 @@ import html
 import logging
 import re
 
+from vicreg.checkpoint import CheckpointError
 from vicreg.config import PRESETS, TrainConfig
+from vicreg.data import DataError
 
 log = logging.getLogger("vicreg.app")
 
@@ -105,6 +107,15 @@ def failure(what: str, exc: BaseException, hint: str = "") -> str:
     """Log the details server-side; return a message that says what failed and what to do."""
     log.warning("%s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
     return msg(f"{what}. {hint}".strip(), "error")
+
+
+def explain(what: str, exc: BaseException) -> str:
+    """`failure` with the hint that fits the kind of error: another checkpoint, the data, or the log."""
+    if isinstance(exc, CheckpointError):
+        return failure(f"{what}: the checkpoint cannot be used", exc, "Pick another one.")
+    if isinstance(exc, DataError):
+        return failure(f"{what}: CIFAR-10 could not be loaded", exc, DATA_HELP)
+    return failure(what, exc, "The details are in the server log.")
 
 
 def fmt_seconds(s: float | None) -> str:

@@ -13,7 +13,7 @@ from vicreg.checkpoint import CheckpointError, checkpoint_stem
 from vicreg.data import DataError
 
 from . import charts
-from .common import DATA_HELP, esc, failure, msg
+from .common import DATA_HELP, esc, explain, failure, msg
 
 SIZES = {"Quick: 10,000 train / 2,000 test": (10000, 2000), "Full: 50,000 train / 10,000 test": (0, 0)}
 BASELINE = "random init"
@@ -108,12 +108,8 @@ class EvalHandlers:
                 lo, span = i / len(todo), 1 / len(todo)
                 results[name] = self.studio.reports.evaluate(
                     p, ntr, nte, ep, lambda f, d, lo=lo, span=span, n=name: progress(lo + span * f, desc=f"{n}: {d}"))
-        except CheckpointError as e:
-            return EvalOut(failure("Evaluation failed: the checkpoint cannot be used", e, "Pick another one."))
-        except DataError as e:
-            return EvalOut(failure("Evaluation failed: CIFAR-10 could not be loaded", e, DATA_HELP))
-        except (ValueError, RuntimeError, OSError) as e:
-            return EvalOut(failure("Evaluation failed", e, "The details are in the server log."))
+        except (CheckpointError, DataError, ValueError, RuntimeError, OSError) as e:
+            return EvalOut(explain("Evaluation failed", e))
         results = dict(reversed(list(results.items())))  # checkpoint first, baseline second
         note = "" if path else msg("No trained checkpoint selected: only the random baseline was evaluated.", "warn")
         return report_out(results, note)

@@ -13,7 +13,7 @@ from vicreg.checkpoint import CheckpointError, checkpoint_stem
 from vicreg.data import DataError
 
 from . import charts
-from .common import DATA_HELP, NO_CHECKPOINT, esc, failure, msg
+from .common import NO_CHECKPOINT, esc, explain, msg
 from .explore_handlers import ExploreHandlers
 
 
@@ -71,12 +71,8 @@ class UmapHandlers:
     def _errors(self, fn) -> UmapOut:
         try:
             return fn()
-        except CheckpointError as e:
-            return UmapOut(failure("The map could not be made: the checkpoint cannot be used", e, "Pick another one."))
-        except DataError as e:
-            return UmapOut(failure("The map could not be made: the test images could not be loaded", e, DATA_HELP))
-        except (RuntimeError, OSError, ValueError) as e:
-            return UmapOut(failure("The map could not be computed", e, "The details are in the server log."))
+        except (CheckpointError, DataError, RuntimeError, OSError, ValueError) as e:
+            return UmapOut(explain("The map could not be made", e))
 
     def preview(self, checkpoint, st) -> UmapOut:
         """The map if it is ready without heavy work (cached, or stored in the sample); else a hint."""
