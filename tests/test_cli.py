@@ -21,7 +21,9 @@ EPOCHS = 2  # of the first run: 128 images / batch 32 = 4 steps per epoch
 
 
 def cli(*args, cwd, env_extra=None):
-    env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
+    # the original tool's commands stay verbatim (device auto); hiding GPUs pins them to the CPU, whose
+    # figures (a log line every step, exact resume at rtol 1e-5) these tests assert
+    env = {**os.environ, "PYTHONPATH": ROOT, "CUDA_VISIBLE_DEVICES": "", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "vicreg", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
 
