@@ -174,10 +174,23 @@ def test_evaluate_without_dataset_says_how(setup, demo_pair):  # noqa: F811
 def test_umap_preview_is_the_samples_map(setup, demo_pair, sample):  # noqa: F811
     out = setup[0].umap.preview(demo_pair[0], None)
     assert out.result["points"] == 2000 and out.result["sample"] is True and out.result["marker"] is None
-    traces = json.loads(out.plot.to_json())["data"]
+    traces = json.loads(out.plot.plot)["data"]
     got = {int(t.split("#")[1]): (x, y) for tr in traces for x, y, t in zip(tr["x"], tr["y"], tr["text"])}
     want = np.round(sample["umap"], 3)
     assert len(got) == 2000 and all(got[i] == (want[i, 0], want[i, 1]) for i in range(0, 2000, 7))
+
+
+def test_map_with_a_star_is_the_fresh_figure(setup, demo_pair):  # noqa: F811
+    """The map is built once and the star added to its JSON: the same figure as building it anew."""
+    from ui.charts import umap_figure
+
+    h, maps = setup[0], setup[0].umap.studio.maps
+    for xy in ([1.5, -2.0], [0.25, 3.0]):
+        out = h.umap.preview(demo_pair[0], {"xy": xy, "checkpoint": demo_pair[0], "label": "test #3"})
+        index, coords = maps.index(demo_pair[0]), maps.cached_umap(demo_pair[0])
+        fresh = umap_figure(coords, index.labels, index.indices, index.classes, {"x": xy[0], "y": xy[1],
+                                                                                  "label": "test #3"})
+        assert json.loads(out.plot.plot) == json.loads(fresh.to_json())
 
 
 def test_explore_upload_on_the_sample(setup, demo_pair, sample, tmp_path):  # noqa: F811
@@ -198,9 +211,15 @@ def test_explore_upload_on_the_sample(setup, demo_pair, sample, tmp_path):  # no
     assert info["map_xy"] == pytest.approx(xy.tolist(), abs=1e-5)
     votes = np.bincount(sample["test_y"][order[:20]], np.exp((sims[order[:20]] - sims[order[0]]) / 0.1), 10)
     assert list(info["guess"].values()) == pytest.approx((votes / votes.sum()).tolist(), abs=1e-6)
-    assert info["prediction"] == classes[int(votes.argmax())] and len(out.neighbours) == 8
+    assert info["prediction"] == classes[int(votes.argmax())] and out.neighbours.count("<img src='data:image/png") == 8
+    captions = [f"{n['class']} · {n['similarity']:.3f} · #{n['index']}" for n in info["neighbours"]]
+    assert all(f"<figcaption>{c}</figcaption>" in out.neighbours for c in captions)
     assert out.status.splitlines()[0] == "**uploaded seventeen.png (32×32 RGB, PNG)**"
-    assert out.original.shape == (160, 160, 3) and out.embedding.shape == (160, 320, 3)
+    big = np.kron(sample["test_x"][17].transpose(1, 2, 0), np.ones((5, 5, 1), dtype=np.uint8))
+    assert np.array_equal(np.asarray(Image.open(out.original)), big)  # a write-once PNG of the exact pixels
+    assert np.asarray(Image.open(out.embedding)).shape == (160, 320, 3)
+    again = h.explore.upload(png(sample["test_x"][17], tmp_path / "again.png"), demo_pair[0])
+    assert again.original == out.original and again.neighbours == out.neighbours
 
 
 def test_examples_three_per_class(setup, sample):

@@ -1,10 +1,13 @@
 """Plotly figures and small PIL pictures for the app (no gradio, no torch)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 from plotly.subplots import make_subplots
+from plotly.utils import PlotlyJSONEncoder
 
 # tab10, one colour per CIFAR-10 class, shared by the interactive map and the static one
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -119,15 +122,27 @@ def umap_figure(coords: np.ndarray, labels: np.ndarray, indices: np.ndarray, cla
             marker=dict(size=4, color=PALETTE[c % 10], opacity=0.7),
             text=[f"{name} · test #{i}" for i in indices[m]], hovertemplate="%{text}<extra></extra>"))
     if marker is not None:
-        fig.add_trace(go.Scatter(x=[marker["x"]], y=[marker["y"]], mode="markers+text", name="your image",
-                                 text=[marker.get("label", "your image")], textposition="top center",
-                                 marker=dict(symbol="star", size=22, color="black", line=dict(color="white", width=2)),
-                                 hovertemplate=f"{marker.get('label', 'your image')}<extra></extra>"))
+        fig.add_trace(marker_trace(marker))
     _layout(fig, 640, title)
     fig.update_layout(showlegend=True, legend=dict(itemsizing="constant"))
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, scaleanchor="x")
     return fig
+
+
+def marker_trace(marker: dict) -> go.Scatter:
+    """The explored image's star on the map."""
+    label = marker.get("label", "your image")
+    return go.Scatter(x=[marker["x"]], y=[marker["y"]], mode="markers+text", name="your image", text=[label],
+                      textposition="top center", hovertemplate=f"{label}<extra></extra>",
+                      marker=dict(symbol="star", size=22, color="black", line=dict(color="white", width=2)))
+
+
+def with_marker(base: dict, marker: dict | None) -> str:
+    """A map's plotly JSON (`base`: the figure without a star, as a dict) with the star added. Building
+    a plotly Figure of thousands of points costs tens of ms of template validation; this reuses one."""
+    extra = [marker_trace(marker).to_plotly_json()] if marker else []
+    return json.dumps({**base, "data": base["data"] + extra}, cls=PlotlyJSONEncoder)
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:

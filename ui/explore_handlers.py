@@ -20,6 +20,7 @@ from vicreg.data import DataError
 
 from . import charts
 from .common import DATA_HELP, QUICK, esc, failure, msg
+from .pictures import Pictures, Thumbnails
 
 N_NEIGHBOURS = 8
 VOTE_K = 20
@@ -78,9 +79,19 @@ def hwc(chw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chw.transpose(1, 2, 0))
 
 
+def neighbours_html(cells: list[tuple[str, str]]) -> str:
+    """The nearest test images as one HTML block of inline thumbnails with their captions."""
+    figs = "".join(f"<figure><img src='{uri}' alt='{esc(cap)}'><figcaption>{esc(cap)}</figcaption></figure>"
+                   for uri, cap in cells)
+    return ("<div class='vr-nbrs-title'>Nearest test images (class · cosine similarity · test #)</div>"
+            f"<div class='vr-nbrs'>{figs}</div>")
+
+
 class ExploreHandlers:
-    def __init__(self, studio: Studio, per_class: int = 3):
+    def __init__(self, studio: Studio, per_class: int = 3, pictures: Pictures | None = None):
         self.studio, self.per_class = studio, per_class
+        self.pictures = pictures or Pictures()  # image outputs as write-once files (see ui/pictures.py)
+        self.thumbnails = Thumbnails()
         self._lock = threading.Lock()
         self._backgrounds: dict[str, tuple] = {}  # index key -> (map picture, coords -> pixels)
         self._examples: dict[str, list[int]] = {}  # data source -> test indices
@@ -104,9 +115,9 @@ class ExploreHandlers:
     def _neighbours(self, path, vec, test_index, lines, info, st, progress):
         index = self.studio.maps.index(path, lambda f, d: progress(f, desc=d))
         q = index.query(vec, N_NEIGHBOURS, VOTE_K, exclude_test_index=test_index)
-        test = self.studio.data.dataset().test
-        gallery = [(charts.upscale(hwc(test.images[n.index].numpy()), 3), f"{n.cls} · {n.similarity:.3f} · #{n.index}")
-                   for n in q.neighbours]
+        test, source = self.studio.data.dataset().test, self.studio.data.path()
+        gallery = neighbours_html([(self.thumbnails.get(source, n.index, lambda i=n.index: hwc(test.images[i].numpy())),
+                                    f"{n.cls} · {n.similarity:.3f} · #{n.index}") for n in q.neighbours])
         pred = max(q.guess, key=q.guess.get)
         info.update(neighbours=[{"index": n.index, "class": n.cls, "similarity": round(n.similarity, 4)}
                                 for n in q.neighbours], guess=q.guess, prediction=pred)
@@ -116,7 +127,7 @@ class ExploreHandlers:
             st["xy"] = info["map_xy"] = [float(xy[0]), float(xy[1])]
             st["label"] = f"your image ({pred}?)" if test_index is None else f"test #{test_index}"
             bg, to_px = self._background(index, coords)
-            map_pic = charts.map_with_marker(bg, to_px, xy)
+            map_pic = self.pictures(charts.map_with_marker(bg, to_px, xy))
             lines.append(f"Map position ({xy[0]:.2f}, {xy[1]:.2f}): similarity-weighted mean of the {MAP_K} "
                          "nearest test images' positions.")
         else:
@@ -136,14 +147,14 @@ class ExploreHandlers:
         info = {"source": source, "notes": notes, "views": params, "seed": seed, "neighbours": [], "guess": None,
                 "prediction": None, "map_xy": None, "checkpoint": path}
         head, lines = "\n".join([f"**{esc(source)}**"] + [f"- {esc(n)}" for n in notes]), []
-        big = [charts.upscale(hwc(pixels), 5), charts.upscale(views[0], 5), charts.upscale(views[1], 5)]
+        big = [self.pictures(charts.upscale(a, 5)) for a in (hwc(pixels), views[0], views[1])]
         emb = guess = map_pic = gallery = None
         if path:
             vec = self.studio.models.embed(path, pixels)
             info.update(embedding=[float(v) for v in vec], embedding_norm=float(np.linalg.norm(vec)),
                         embedding_dim=int(vec.size))
             guess, map_pic, gallery = self._neighbours(path, vec, test_index, lines, info, st, progress)
-            emb = charts.embedding_strip(vec)
+            emb = self.pictures(charts.embedding_strip(vec))
         else:
             lines.append(msg("No trained checkpoint: showing the augmentations only.", "warn"))
         info["seconds"] = round(time.perf_counter() - t0, 4)
@@ -195,7 +206,8 @@ class ExploreHandlers:
             return RedrawOut(msg("Upload or pick an image first.", "info"), *[gr.skip()] * 7)
         seed = secrets.randbelow(2**31)
         views, params = self.studio.models.views(st["pixels"], self.studio.catalog.valid(checkpoint), seed)
-        return RedrawOut(gr.skip(), charts.upscale(views[0], 5), params[0], charts.upscale(views[1], 5), params[1],
+        return RedrawOut(gr.skip(), self.pictures(charts.upscale(views[0], 5)), params[0],
+                         self.pictures(charts.upscale(views[1], 5)), params[1],
                          describe(params[0]), describe(params[1]), {**st, "seed": seed})
 
     def examples(self) -> tuple:
@@ -205,8 +217,8 @@ class ExploreHandlers:
             idx = self.example_indices()
         except DataError as e:
             return [], failure("The example images could not be loaded", e, DATA_HELP)
-        return [(charts.upscale(hwc(data.test.images[i].numpy()), 2), f"#{i} {data.classes[int(data.test.labels[i])]}")
-                for i in idx], gr.skip()
+        return [(self.pictures(charts.upscale(hwc(data.test.images[i].numpy()), 2)),
+                 f"#{i} {data.classes[int(data.test.labels[i])]}") for i in idx], gr.skip()
 
     @staticmethod
     def quick() -> tuple:

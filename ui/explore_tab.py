@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from .common import NO_CHECKPOINT
-from .explore_handlers import N_NEIGHBOURS, ExploreHandlers, ExploreOut, RedrawOut
+from .explore_handlers import ExploreHandlers, ExploreOut, RedrawOut
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ExploreTab:
     embedding: gr.Image
     guess: gr.Label
     map_image: gr.Image
-    neighbours: gr.Gallery
+    neighbours: gr.HTML
     info: gr.JSON
     desc1: gr.Markdown
     desc2: gr.Markdown
@@ -54,8 +54,7 @@ def _panels() -> dict:
                                   elem_id="explore-embedding")
         c["guess"] = gr.Label(label="kNN class guess (20 neighbours)", num_top_classes=3, elem_id="explore-guess")
         c["map_image"] = gr.Image(label="Position on the UMAP (✚)", elem_id="explore-map", height=380, format="png")
-    c["neighbours"] = gr.Gallery(label="Nearest test images (class · cosine similarity · test #)",
-                                 columns=N_NEIGHBOURS, height=220, allow_preview=False, elem_id="explore-neighbours")
+    c["neighbours"] = gr.HTML(elem_id="explore-neighbours")  # inline thumbnails: no file per neighbour
     c["info"] = gr.JSON(visible=False)
     return c
 

@@ -25,6 +25,11 @@ CSS = """
 .vr-end { margin-top: 4px; }
 #explore-original img, #explore-view1 img, #explore-view2 img, #explore-neighbours img, #explore-examples img,
 #explore-embedding img { image-rendering: pixelated; }
+.vr-nbrs { display: flex; flex-wrap: wrap; gap: 10px; }
+.vr-nbrs figure { margin: 0; text-align: center; }
+.vr-nbrs img { width: 96px; height: 96px; image-rendering: pixelated; border-radius: 4px; }
+.vr-nbrs figcaption { font-size: 0.8em; max-width: 110px; }
+.vr-nbrs-title { font-size: 0.9em; margin-bottom: 6px; opacity: 0.8; }
 """
 
 

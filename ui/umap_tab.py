@@ -2,11 +2,17 @@
 shown at once; other maps are fitted once per checkpoint (in a child process) and cached on disk."""
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import gradio as gr
+import numpy as np
+from gradio.components.plot import PlotData
 
 from services.studio import Studio
 from vicreg.checkpoint import CheckpointError, checkpoint_stem
@@ -56,11 +62,27 @@ def _marker(st, path) -> dict | None:
 class UmapHandlers:
     def __init__(self, studio: Studio):
         self.studio = studio
+        self._lock = threading.Lock()
+        self._bases: OrderedDict[tuple[str, str], dict] = OrderedDict()
+
+    def _base(self, index, coords) -> dict:
+        """The map without a star as plotly JSON, built once per (index, coordinates)."""
+        key = (index.key, hashlib.blake2b(np.ascontiguousarray(coords).tobytes(), digest_size=16).hexdigest())
+        with self._lock:
+            if key in self._bases:
+                self._bases.move_to_end(key)
+                return self._bases[key]
+        base = json.loads(charts.umap_figure(coords, index.labels, index.indices, index.classes).to_json())
+        with self._lock:
+            self._bases[key] = base
+            while len(self._bases) > 4:
+                self._bases.popitem(last=False)
+        return base
 
     def _figure(self, path: str, coords, st, how: str, seconds: float) -> UmapOut:
         index = self.studio.maps.index(path)
         marker = _marker(st, path)
-        fig = charts.umap_figure(coords, index.labels, index.indices, index.classes, marker)
+        fig = PlotData(type="plotly", plot=charts.with_marker(self._base(index, coords), marker))
         where = "the embedded CIFAR-10 sample's" if self.studio.data.using_sample() else "CIFAR-10"
         text = (f"**{esc(checkpoint_stem(path))}**: {len(coords):,} of {where} test images · {how}"
                 + ("" if marker else " · explore an image to place it on the map"))

@@ -1,0 +1,175 @@
+"""Concurrent-visitor load benchmark (not a test): N gradio_client visitors upload images and read the
+map for a fixed time while one training job runs in the same app, on this machine's loopback only.
+
+    python -m bench.load [--visitors 20] [--seconds 120] [--idle 40]      # from the repository root
+
+The app starts as a fresh clone would on a free Space (the shipped default model and the embedded
+sample, no dataset, no network). An admin starts one long Quick-preset training job; its pairs/s are
+measured first with no visitors (`--idle` seconds), then while the visitors work. Each visitor loops:
+upload a 200x150 JPEG made from a sample test image (downloading every output file, as a browser
+does), then every `--map_every`-th time read the map. Printed: requests answered / sent, errors,
+uploads/s, latency p50/p95, training pairs/s idle vs loaded, and the server log's error count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import tempfile
+import threading
+import time
+
+from bench.app_bench import first_start_env, pct, photos
+from tests.helpers import AppProcess, demo_files
+
+ADMIN = "load-bench-admin"
+
+
+def train_rate(metrics: str, t_from: float, t_to: float) -> tuple[float, int]:
+    """Training pairs/s between two wall-clock times, from the run's metrics file (step events carry
+    the run's elapsed seconds; the file's first line is the start event)."""
+    steps, batch = [], 0
+    with open(metrics, encoding="utf-8") as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            if ev.get("kind") == "start":
+                batch = ev["config"]["batch_size"]
+            elif ev.get("kind") == "step":
+                steps.append(ev)
+    if not steps:
+        return 0.0, 0
+    # map elapsed -> wall clock with the file's own clock: the last step was written at its mtime
+    offset = os.path.getmtime(metrics) - steps[-1]["elapsed"]
+    inside = [s for s in steps if t_from <= offset + s["elapsed"] <= t_to]
+    if len(inside) < 2:
+        return 0.0, len(inside)
+    pairs = (inside[-1]["step"] - inside[0]["step"]) * batch
+    return pairs / max(inside[-1]["elapsed"] - inside[0]["elapsed"], 1e-9), len(inside)
+
+
+class Visitor(threading.Thread):
+    def __init__(self, k: int, url: str, checkpoint: str, files: list[str], until: float, map_every: int,
+                 folder: str):
+        super().__init__(daemon=True, name=f"visitor-{k}")
+        self.k, self.url, self.checkpoint, self.files, self.until = k, url, checkpoint, files, until
+        self.map_every, self.folder = map_every, folder
+        self.upload_s: list[float] = []
+        self.map_s: list[float] = []
+        self.sent = self.answered = 0
+        self.errors: list[str] = []
+
+    def _call(self, fn, record: list[float]) -> None:
+        self.sent += 1
+        t = time.perf_counter()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - every failure is counted and reported
+            self.errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+            return
+        record.append(time.perf_counter() - t)
+        self.answered += 1
+
+    def run(self) -> None:
+        from gradio_client import Client, handle_file
+
+        rng = random.Random(self.k)
+        # plain http on loopback: without ssl_verify=False gradio_client builds a certificate store (about
+        # 40 ms of CPU) for every request and file download, and the load generator, not the app, saturates
+        c = Client(self.url, verbose=False, download_files=self.folder, ssl_verify=False)
+        n = 0
+        while time.time() < self.until:
+            f = rng.choice(self.files)
+
+            def upload(f=f):
+                out = c.predict(image=handle_file(f), checkpoint=self.checkpoint, api_name="/explore_upload")
+                info = out[10]
+                assert info and len(info["neighbours"]) == 8 and info["map_xy"] is not None, str(out[0])[:200]
+                assert all(os.path.getsize(p) > 0 for p in (out[1], out[2], out[4], out[6], out[8])), "empty file"
+
+            self._call(upload, self.upload_s)
+            n += 1
+            if self.map_every and n % self.map_every == 0 and time.time() < self.until:
+                def read_map():
+                    out = c.predict(checkpoint=self.checkpoint, api_name="/umap")
+                    assert out[2] and out[2]["points"] > 0, str(out[0])[:200]
+
+                self._call(read_map, self.map_s)
+
+
+def summary(name: str, xs: list[float]) -> str:
+    if not xs:
+        return f"{name:<28} none"
+    return (f"{name:<28} n={len(xs):5d}  p50 {statistics.median(xs) * 1000:7.0f} ms  p95 {pct(xs, 95) * 1000:7.0f} ms"
+            f"  max {max(xs) * 1000:7.0f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--visitors", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--idle", type=float, default=40, help="seconds of training with no visitors first")
+    ap.add_argument("--map_every", type=int, default=3, help="read the map after every k-th upload (0 = never)")
+    ap.add_argument("--no_training", action="store_true")
+    args = ap.parse_args()
+    checkpoint, sample = demo_files(os.environ.get("VICREG_DATA") or "../shared/data/cifar10")
+    work = tempfile.mkdtemp(prefix="vicreg-load-")
+    env = {**first_start_env(os.path.join(work, "app"), checkpoint, sample), "VICREG_ADMIN_TOKEN": ADMIN}
+    app = AppProcess(env, os.path.join(work, "app.log"))
+    print(f"app serving in {app.start_seconds:.1f}s at {app.url}; cpus {os.cpu_count()}; log {work}/app.log")
+    from gradio_client import Client
+
+    admin = Client(app.url, verbose=False)
+    metrics = os.path.join(work, "app", "checkpoints", "load_run.metrics.jsonl")
+    try:
+        files = photos(sample, 60, work)
+        idle = (0.0, 0)
+        if not args.no_training:
+            knobs = dict(preset="quick_demo", name="load_run", epochs=200, batch_size=32, optimizer="lars", lr=0,
+                         train_subset=2000, inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=100, knn_test=0,
+                         warmup_epochs=0.5, threads=2, device="cpu", secret=ADMIN)
+            print(admin.predict(**knobs, api_name="/train_start"))
+            while not os.path.exists(metrics) or os.path.getsize(metrics) < 2000:
+                time.sleep(1)
+            t = time.time()
+            time.sleep(args.idle)
+            idle = train_rate(metrics, t, time.time())
+        t_load = time.time()
+        until = t_load + args.seconds
+        vs = [Visitor(k, app.url, checkpoint, files, until, args.map_every, os.path.join(work, f"dl{k}"))
+              for k in range(args.visitors)]
+        for v in vs:
+            v.start()
+        for v in vs:
+            v.join(args.seconds + 120)
+        t_end = time.time()
+        loaded = train_rate(metrics, t_load, t_end) if not args.no_training else (0.0, 0)
+        status = admin.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")[5]
+        if not args.no_training:
+            admin.predict(secret=ADMIN, api_name="/train_stop")
+    finally:
+        app.stop()
+    sent, answered = sum(v.sent for v in vs), sum(v.answered for v in vs)
+    ups, maps = [x for v in vs for x in v.upload_s], [x for v in vs for x in v.map_s]
+    errors = [e for v in vs for e in v.errors]
+    log = open(os.path.join(work, "app.log"), encoding="utf-8", errors="replace").read()
+    print(f"\n{args.visitors} visitors for {args.seconds:.0f}s (loopback), training "
+          f"{'off' if args.no_training else 'on'}: answered {answered}/{sent}, errors {len(errors)}")
+    for e in sorted(set(errors))[:10]:
+        print(f"  error x{errors.count(e)}: {e}")
+    print(summary("upload -> all outputs", ups))
+    print(summary("read the map", maps))
+    print(f"uploads/s {len(ups) / (t_end - t_load):.2f}   requests/s {answered / (t_end - t_load):.2f}")
+    if not args.no_training:
+        lost = 1 - loaded[0] / idle[0] if idle[0] else float("nan")
+        print(f"training pairs/s: idle {idle[0]:.1f} ({idle[1]} steps), with visitors {loaded[0]:.1f} ({loaded[1]} "
+              f"steps): {100 * lost:.0f}% lost; training jobs seen {status['run_id']}, status {status['status']}")
+    print(f"server log: {log.count('Traceback')} tracebacks, {log.count('Content-Length')} Content-Length errors")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Output pictures as files that never change once written, for the Explore tab's images.
+
+Why not hand gradio numpy arrays: gradio (6.x `save_pil_to_cache`) names an array's file by its
+content hash and *rewrites* that file on every request. Two visitors who get the same picture (a
+neighbour's thumbnail, the same test image) then race: one download reads the file while the other
+request truncates and refills it, and the server fails with h11's "Too little data for declared
+Content-Length". Here a picture is written once, under its content hash, by an atomic rename; a
+later request for the same pixels reuses the file. It also saves the work: the 8 neighbour
+thumbnails of an upload are almost always on disk already, and PNG at compression level 1 encodes a
+160-px pixel-art image about 10x faster than gradio's default WebP.
+
+The files live in gradio's upload folder so gradio serves them without copying them again (it
+copies anything outside that folder into it). Files unused for `keep_seconds` are swept now and
+then, so a long-running public server's disk use stays bounded. The neighbour thumbnails go further:
+they are inline data URIs in one HTML block (`Thumbnails`), so an upload asks for 5 files, not 13.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from vicreg.files import atomic_write
+
+
+def gradio_folder() -> str:
+    from gradio.utils import get_upload_folder  # read when first needed: it consults GRADIO_TEMP_DIR
+
+    return os.path.join(get_upload_folder(), "vicreg-pictures")
+
+
+class Pictures:
+    def __init__(self, folder: str | None = None, keep_seconds: float = 3600, sweep_every: int = 1000):
+        self._folder, self.keep_seconds, self.sweep_every = folder, keep_seconds, sweep_every
+        self._lock = threading.Lock()
+        self._writes = 0
+
+    @property
+    def folder(self) -> str:
+        if self._folder is None:
+            self._folder = gradio_folder()
+        return self._folder
+
+    def __call__(self, hwc: np.ndarray) -> str:
+        """The path of a PNG holding these (H, W, 3) uint8 pixels."""
+        arr = np.ascontiguousarray(hwc, dtype=np.uint8)
+        digest = hashlib.blake2b(arr.tobytes(), digest_size=16)
+        digest.update(repr(arr.shape).encode())
+        path = os.path.join(self.folder, f"{digest.hexdigest()}.png")
+        try:
+            os.utime(path)  # in use again: keep it past the next sweep
+            return path
+        except FileNotFoundError:
+            pass
+        im = Image.fromarray(arr)
+        atomic_write(path, lambda tmp: im.save(tmp, "PNG", compress_level=1), fsync=False)
+        self._count_write()
+        return path
+
+    def _count_write(self) -> None:
+        with self._lock:
+            self._writes += 1
+            due = self._writes % self.sweep_every == 0
+        if due:
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete pictures not used for keep_seconds; returns how many went."""
+        cutoff = (now or time.time()) - self.keep_seconds
+        gone = 0
+        for entry in os.scandir(self.folder):
+            try:
+                if entry.name.endswith(".png") and entry.stat().st_mtime < cutoff:
+                    os.remove(entry.path)
+                    gone += 1
+            except FileNotFoundError:  # another sweep or a rewrite got there first
+                continue
+        return gone
+
+
+def png_data_uri(hwc: np.ndarray) -> str:
+    """A small picture inline in the page: no file, no extra request."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(hwc, dtype=np.uint8)).save(buf, "PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class Thumbnails:
+    """Data URIs of test images at their own 32x32 size (the page enlarges them, pixelated), made once
+    per (data source, index) and kept for the most recent `keep`; a neighbour list is then plain HTML."""
+
+    def __init__(self, keep: int = 4096):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._uris: OrderedDict[tuple[str, int], str] = OrderedDict()
+
+    def get(self, source: str, index: int, hwc: Callable[[], np.ndarray]) -> str:
+        key = (source, index)
+        with self._lock:
+            if key in self._uris:
+                self._uris.move_to_end(key)
+                return self._uris[key]
+        uri = png_data_uri(hwc())
+        with self._lock:
+            self._uris[key] = uri
+            while len(self._uris) > self.keep:
+                self._uris.popitem(last=False)
+        return uri
