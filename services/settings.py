@@ -3,7 +3,8 @@
 Environment: VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the embedded CIFAR-10
 sample; default assets/cifar10_sample.npz), VICREG_DEFAULT_CHECKPOINT (the model selected at start;
 default checkpoints/cpu90.safetensors), VICREG_CHECKPOINTS (the checkpoint folder), VICREG_CACHE
-(feature / map / evaluation caches), VICREG_ADMIN_TOKEN (if set, starting/stopping training needs it),
+(feature / map / evaluation caches), VICREG_ADMIN_TOKEN (if set, the app is a public demo: see
+services/access.py), VICREG_VISITOR_MINUTES (10: how long a visitor's run may train on a public demo),
 VICREG_MAX_UPLOAD_MB (20), VICREG_MAX_PIXELS (40 million), VICREG_MAP_POINTS (10000 test images on the
 map), VICREG_APP_THREADS (torch threads for heavy work; 0 = torch's default).
 """
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from vicreg.config import DEFAULT_DATA_ROOT
+
+from .access import VISITOR_MINUTES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The shipped demo model and the embedded CIFAR-10 sample that make a fresh clone useful offline.
@@ -42,6 +45,7 @@ class Settings:
     checkpoint_dir: str = "checkpoints"
     cache_dir: str = field(default_factory=_home_cache)
     admin_token: str | None = None
+    visitor_minutes: float = VISITOR_MINUTES
     max_upload_mb: float = MAX_UPLOAD_MB
     max_pixels: int = MAX_PIXELS
     map_points: int = MAP_POINTS
@@ -63,6 +67,7 @@ class Settings:
             checkpoint_dir=env.get("VICREG_CHECKPOINTS") or "checkpoints",
             cache_dir=env.get("VICREG_CACHE") or _home_cache(),
             admin_token=env.get("VICREG_ADMIN_TOKEN") or None,
+            visitor_minutes=float(env.get("VICREG_VISITOR_MINUTES") or VISITOR_MINUTES),
             max_upload_mb=float(env.get("VICREG_MAX_UPLOAD_MB") or MAX_UPLOAD_MB),
             max_pixels=int(env.get("VICREG_MAX_PIXELS") or MAX_PIXELS),
             map_points=int(env.get("VICREG_MAP_POINTS") or MAP_POINTS),

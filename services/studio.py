@@ -8,6 +8,7 @@ import threading
 from vicreg.config import TrainConfig
 from vicreg.data import Dataset
 
+from .access import Access
 from .catalog import Catalog
 from .data import DataSource
 from .images import Decoded, decode_image
@@ -27,6 +28,7 @@ class Studio:
         self.maps = MapStore(self.models, self.data, self.hashes, s.cache_dir, s.map_points, self.heavy)
         self.reports = ReportStore(self.models, self.data, s.cache_dir, self.heavy)
         self.catalog = Catalog(s.checkpoint_dir, s.default_checkpoint)
+        self.access = Access(s.admin_token, s.visitor_minutes)
 
     @classmethod
     def from_env(cls) -> "Studio":

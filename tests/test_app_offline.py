@@ -101,15 +101,34 @@ def test_without_checkpoints_tabs_say_so(empty_app):
     assert list(result["results"]) == ["random init"] and "only the random baseline" in summary
 
 
-def test_admin_token_guards_training(empty_app):
-    c = Client(empty_app.url, verbose=False)
-    assert "requires the admin secret" in c.predict(**{**KNOBS, "secret": ""}, api_name="/train_start")
-    assert c.predict(**{**KNOBS, "secret": "guess"}, api_name="/train_start") == "❌ Wrong admin secret."
-    assert c.predict(secret="guess", api_name="/train_stop") == "❌ Wrong admin secret."
-    info = c.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")[5]
-    assert info["run_id"] == 0 and info["status"] == "idle"  # nothing started
-    # with the secret, a run that fails fast (too few images for the batch) starts and reports its failure
-    ok = c.predict(**{**KNOBS, "train_subset": 8, "secret": "let-me-in"}, api_name="/train_start")
-    assert ok.startswith("✅ run 1 started")
-    info, _ = poll(c, lambda i: i["status"] == "failed", timeout=60)
+def test_public_demo_rules_hold_through_the_api(empty_app):
+    """The same rules as the page's (services/access.py), for anyone calling the API directly."""
+    a, b = Client(empty_app.url, verbose=False), Client(empty_app.url, verbose=False)
+    big = a.predict(**{**KNOBS, "epochs": 50, "train_subset": 0}, api_name="/train_start")
+    assert big.startswith("❌ On this shared server a visitor&#x27;s run may be at most the size of the Quick CPU demo")
+    assert a.predict(**{**KNOBS, "secret": "guess"}, api_name="/train_start") == "❌ Wrong admin secret."
+    assert a.predict(secret="guess", api_name="/train_stop") == "❌ Wrong admin secret."
+    info = a.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")[5]
+    assert info["run_id"] == 0 and info["status"] == "idle" and "owner" not in info  # nothing started
+    assert a.predict(**{**KNOBS, "epochs": 3}, api_name="/train_start").startswith("✅ run 1 started")
+    poll(a, lambda i: i["status"] == "running")
+    assert b.predict(secret="", api_name="/train_stop").startswith("⚠️ Only the visitor who started this run")
+    assert a.predict(secret="", api_name="/train_stop").startswith("✅ stopping after the current step")
+    info, _ = poll(b, lambda i: not i["active"], timeout=90)
+    assert info["status"] == "stopped"
+    resumed = b.predict(checkpoint=info["end"]["checkpoint"], more_epochs=1, threads=1, device="cpu", secret="",
+                        api_name="/train_resume")
+    assert resumed.startswith("❌ On this shared server only the admin may resume training")
+    hub = a.predict(repo_id="someone/vicreg-cifar10", filename="", checkpoint=None, secret="", api_name="/hub_load")[0]
+    assert hub == ("❌ On this shared server only the admin may download checkpoints from the Hub; enter the admin "
+                   "secret in the &#x27;Admin secret&#x27; box at the top of the page.")
+    hub = a.predict(repo_id="someone/vicreg-cifar10", filename="", checkpoint=None, secret="let-me-in",
+                    api_name="/hub_load")[0]
+    assert hub == "❌ the Hugging Face Hub cannot be reached from this server (offline?)"  # past the gate
+    assert a.predict(secret="", api_name="/download_data").startswith(
+        "❌ On this shared server only the admin may download CIFAR-10")
+    # the admin may start anything: a run that fails fast (too few images for the batch) reports its failure
+    ok = b.predict(**{**KNOBS, "train_subset": 8, "secret": "let-me-in"}, api_name="/train_start")
+    assert ok.startswith("✅ run 2 started")
+    info, _ = poll(b, lambda i: i["status"] == "failed", timeout=60)
     assert info["end"]["reason"] == "ValueError: batch size 16 is larger than the 8 training images"

@@ -17,7 +17,7 @@ from services.studio import Studio
 from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, preset_choices, scrub
 from ui.eval_tab import NEEDS_DATA
 from ui.layout import Handlers
-from ui.train_handlers import preset_knobs
+from ui.train_handlers import preset_knobs, progress_html
 from vicreg.checkpoint import FORMAT, read_meta
 from vicreg.config import PRESETS, TrainConfig
 from vicreg.data import load_packed
@@ -33,8 +33,9 @@ class FakeJob(TrainingJob):
         super().__init__()
         self.started = []
 
-    def start(self, cfg, resume=None):
+    def start(self, cfg, resume=None, owner=None, time_limit=None):
         self.started.append((cfg, resume))
+        self.limits = (owner, time_limit)
         return True, f"run {len(self.started)} started"
 
 
@@ -98,28 +99,57 @@ def test_start_messages(setup, demo_pair):  # noqa: F811
     args = dict(zip(("name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "inv_coeff", "var_coeff",
                      "cov_coeff", "knn_train", "knn_test", "warmup_epochs"), preset_knobs("quick_demo")))
     base = dict(preset="quick_demo", **args, threads=1, device="cpu", secret="")
-    assert h.train.start(**{**base, "var_coeff": -1}) == (
+    assert h.train.start(**{**base, "var_coeff": -1}).message == (
         "❌ Cannot start: loss weights must be 0 or positive, got invariance 25.0, variance -1.0, covariance 1.0")
     beside = Studio(Settings(data_root=studio.settings.data_root, sample=demo_pair[1], default_checkpoint=demo_pair[0],
                              checkpoint_dir=os.path.dirname(demo_pair[0])))  # the shipped layout: checkpoints/
-    assert Handlers.create(beside, job).train.start(**{**base, "name": "cpu90"}) == (
+    assert Handlers.create(beside, job).train.start(**{**base, "name": "cpu90"}).message == (
         "❌ Cannot start: &#x27;cpu90&#x27; is the name of the default demo model; choose another run name")
     n = len(job.started)
-    assert h.train.start(**base) == ("✅ run %d started on the embedded 2,000-image CIFAR-10 sample (the full dataset "
-                                     "is not available here): saving to checkpoint <code>quick_demo</code>" % (n + 1))
+    assert h.train.start(**base).message == ("✅ run %d started on the embedded 2,000-image CIFAR-10 sample (the full "
+                                             "dataset is not available here): saving to checkpoint <code>quick_demo"
+                                             "</code>" % (n + 1))
     cfg, resume = job.started[-1]
     assert (cfg.train_subset, cfg.knn_train, cfg.knn_test, resume) == (2000, 1000, 250, None)
 
 
-def test_admin_secret(demo_pair, tmp_path):  # noqa: F811
+def test_admin_secret_and_visitor_rules(demo_pair, tmp_path, cifar):  # noqa: F811
+    """A public demo (services/access.py): visitors start only Quick-sized runs that stop by themselves, and
+    only they or the admin can stop them; resuming needs the secret. Checked in the handlers the API calls."""
     studio = Studio(Settings(data_root=str(tmp_path), sample=demo_pair[1], default_checkpoint=demo_pair[0],
-                             checkpoint_dir=str(tmp_path), cache_dir=str(tmp_path), admin_token="s3cret"))
-    h = Handlers.create(studio, FakeJob())
-    assert h.train.stop("") == ("❌ This deployment requires the admin secret to start or stop training; "
-                                "enter it in the 'Admin secret' box.")
-    assert h.train.stop("guess") == "❌ Wrong admin secret."
-    assert h.train.stop("s3cret") == "⚠️ no training run is in progress"
-    assert h.train.resume(demo_pair[0], 0, 1, "cpu", "nope") == "❌ Wrong admin secret."
+                             checkpoint_dir=str(tmp_path), cache_dir=str(tmp_path), admin_token="s3cret",
+                             visitor_minutes=0.05, threads=1))
+    job = TrainingJob(data_loader=lambda cfg: cifar)
+    h = Handlers.create(studio, job)
+    knobs = dict(preset="quick_demo", name="visitor", epochs=3, batch_size=16, optimizer="lars", lr=0,
+                 train_subset=320, inv_coeff=25, var_coeff=0, cov_coeff=1, knn_train=100, knn_test=0,
+                 warmup_epochs=0.5, threads=1, device="cpu")
+    big = h.train.start(**{**knobs, "epochs": 100, "batch_size": 256, "train_subset": 0}, secret="")
+    assert big.message == ("❌ On this shared server a visitor&#x27;s run may be at most the size of the Quick CPU "
+                           "demo: epochs × train images at most 3 × 2,000 (asked 100 × all); batch size at most 64 "
+                           "(asked 256). Pick the Quick CPU demo preset, or enter the admin secret.")
+    assert big.owner is None
+    assert h.train.start(**knobs, secret="guess").message == "❌ Wrong admin secret."
+    assert job.snapshot().run_id == 0  # nothing started so far
+    mine = h.train.start(**knobs, secret="")  # a visitor may change the loss weights: the collapse lesson
+    assert mine.message.startswith("✅ run 1 started") and "only you can stop it" in mine.message
+    assert len(mine.owner) == 32 and job.snapshot().owner == mine.owner and job.snapshot().time_limit == 3.0
+    assert h.train.stop("", None) == h.train.stop("", "someone-else") == (
+        "⚠️ Only the visitor who started this run, or the admin, can stop it; you can watch it live here.")
+    assert h.train.stop("guess", mine.owner) == "❌ Wrong admin secret."
+    assert h.train.resume(demo_pair[0], 0, 1, "cpu", "") == (
+        "❌ On this shared server only the admin may resume training; enter the admin secret in the 'Admin secret' "
+        "box at the top of the page.")
+    assert job.wait(120)  # the 3-second visitor limit stopped it
+    snap = job.snapshot()
+    assert snap.status == "stopped" and "runs started by visitors stop after 0.05 min" in snap.end.reason
+    assert "runs started by visitors stop after 0.05 min" in progress_html(snap)
+    again = h.train.start(**knobs, secret="")
+    assert h.train.stop("", again.owner).startswith("✅ stopping after the current step") and job.wait(120)
+    admin = h.train.start(**{**knobs, "epochs": 1000}, secret="s3cret")  # the admin may start anything
+    assert admin.message.startswith("✅ run 3 started") and admin.owner is None and job.snapshot().time_limit is None
+    assert h.train.stop("", None).startswith("⚠️ Only the visitor who started")  # an admin run: admin only
+    assert h.train.stop("s3cret", None).startswith("✅ stopping") and job.wait(120)
 
 
 def test_resume_uses_the_one_rule(setup, tiny, demo_pair):  # noqa: F811

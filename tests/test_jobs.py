@@ -53,3 +53,18 @@ def test_failure_is_reported_not_raised(tmp_path):
     assert snap.end.reason.startswith(f"DataError: packed dataset {missing} does not exist; point --data")
     ok, msg = job.stop()
     assert not ok and msg == "no training run is in progress"
+
+
+def test_time_limit_stops_the_run_with_a_checkpoint(cifar, tmp_path):
+    from vicreg.checkpoint import load_checkpoint
+
+    job = TrainingJob(data_loader=lambda cfg: cifar)
+    cfg = TrainConfig(epochs=50, batch_size=16, train_subset=16 * 50, knn_test=0, checkpoint_dir=str(tmp_path),
+                      name="limited", log_every=1, threads=1)
+    ok, _ = job.start(cfg, owner="visitor-token", time_limit=4.0)
+    assert ok and job.snapshot().owner == "visitor-token" and job.snapshot().time_limit == 4.0
+    assert job.wait(90)
+    snap = job.snapshot()
+    assert snap.status == "stopped" and snap.end.reason.endswith(
+        ": runs started by visitors stop after 0.0666667 min on this shared server")
+    assert 0 < snap.end.step < 50 * 50 and load_checkpoint(snap.end.checkpoint).meta["step"] == snap.end.step

@@ -2,7 +2,6 @@
 that visitors see what to do while the details (paths, environment) go to the server log."""
 from __future__ import annotations
 
-import hmac
 import html
 import logging
 import re
@@ -71,18 +70,6 @@ def knob_overrides(values: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def admin_error(secret: str | None, token: str | None) -> str | None:
-    """None if the caller may start/stop training, else a message."""
-    if not token:
-        return None
-    if not secret:
-        return ("This deployment requires the admin secret to start or stop training; "
-                "enter it in the 'Admin secret' box.")
-    if not hmac.compare_digest(secret.encode(), token.encode()):
-        return "Wrong admin secret."
-    return None
 
 
 def msg(text: str, kind: str = "info") -> str:

@@ -2,6 +2,7 @@
 (with a Download CIFAR-10 action when only the embedded sample is here)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -12,9 +13,13 @@ from services.studio import Studio
 from vicreg.checkpoint import CheckpointError, checkpoint_stem
 from vicreg.data import DataError
 
-from .common import DATA_HELP, esc, failure, msg
+from .common import DATA_HELP, esc, failure, msg, scrub
 
 DOWNLOAD_LABEL = "Download CIFAR-10 (170 MB)"
+# A file inside a Hub repo: relative, '/'-separated parts that do not start with a dot (so no '..'),
+# no backslash or control character, ending in .safetensors. The download lands under a name of our own
+# in the checkpoint folder either way; this keeps odd paths away from the Hub client and its cache.
+HUB_FILE = re.compile(r"(?:[\w-][\w.-]{0,99}/){0,8}[\w-][\w.-]{0,99}\.safetensors")
 
 
 class DataOut(NamedTuple):
@@ -27,6 +32,7 @@ class Header:
     checkpoint: gr.Dropdown
     data_status: gr.Markdown
     download: gr.Button
+    secret: gr.Textbox  # the admin secret of a public demo (services/access.py); hidden when there is none
     changed: list  # events after which the selected checkpoint may have changed (refresh, Hub download)
 
 
@@ -39,11 +45,17 @@ class HeaderHandlers:
         choices = self.studio.catalog.choices()
         return gr.update(choices=choices, value=self.studio.catalog.preferred(checkpoint, choices))
 
-    def hub(self, repo_id, filename, checkpoint) -> tuple:
+    def hub(self, repo_id, filename, checkpoint, secret=None) -> tuple:
+        if err := self.studio.access.admin_only(secret, "download checkpoints from the Hub"):
+            return msg(esc(err), "error"), gr.skip()
+        filename = str(filename or "").strip()
+        if filename and not HUB_FILE.fullmatch(filename):
+            return msg("The file must be a path inside the Hub repo ending in .safetensors, such as "
+                       "<code>model.safetensors</code>, or empty for the repo's checkpoint.", "error"), gr.skip()
         try:
-            path = download_from_hub(repo_id, self.studio.checkpoint_dir, filename or None)
+            path = download_from_hub(str(repo_id or ""), self.studio.checkpoint_dir, filename or None)
         except HubError as e:
-            return msg(esc(e), "error"), gr.skip()
+            return msg(esc(scrub(e)), "error"), gr.skip()
         except (CheckpointError, OSError) as e:
             return failure("The downloaded checkpoint could not be saved", e, "The details are in the server log."), \
                 gr.skip()
@@ -60,7 +72,9 @@ class HeaderHandlers:
                            "dataset is not here). Neighbours, the map and the Quick demo use it. " + DATA_HELP, "info"),
                        gr.update(visible=not data.root.endswith(".npz")))
 
-    def download(self, progress=gr.Progress()) -> DataOut:
+    def download(self, secret=None, progress=gr.Progress()) -> DataOut:
+        if err := self.studio.access.admin_only(secret, "download CIFAR-10"):
+            return DataOut(msg(esc(err), "error"), gr.skip())
         try:
             self.studio.data.download(lambda f, d: progress(f, desc=d))
         except DataError as e:
@@ -76,6 +90,8 @@ def build(h: HeaderHandlers) -> Header:
         ckpt = gr.Dropdown(choices, value=h.studio.catalog.preferred(None, choices), allow_custom_value=True, scale=4,
                            label="Checkpoint (Evaluate / Explore / UMAP)", elem_id="checkpoint")
         refresh = gr.Button("↻ Refresh list", scale=0, min_width=120)
+        secret = gr.Textbox(label="Admin secret", type="password", visible=h.studio.access.public, scale=1,
+                            elem_id="admin-secret")
     with gr.Accordion("Load a checkpoint from the Hugging Face Hub", open=False):
         with gr.Row():
             repo = gr.Textbox(label="Model repo id", placeholder="user/vicreg-cifar10", scale=3)
@@ -86,7 +102,7 @@ def build(h: HeaderHandlers) -> Header:
         data_status = gr.Markdown(elem_id="data-status")
         download = gr.Button(DOWNLOAD_LABEL, visible=False, scale=0, min_width=220, elem_id="data-download")
     refreshed = refresh.click(h.refresh, ckpt, ckpt, api_name="checkpoints")
-    loaded = hub_btn.click(h.hub, [repo, hub_file, ckpt], [hub_msg, ckpt], api_name="hub_load")
-    download.click(h.download, None, [data_status, download], api_name="download_data", concurrency_id="heavy",
+    loaded = hub_btn.click(h.hub, [repo, hub_file, ckpt, secret], [hub_msg, ckpt], api_name="hub_load")
+    download.click(h.download, secret, [data_status, download], api_name="download_data", concurrency_id="heavy",
                    concurrency_limit=1)
-    return Header(ckpt, data_status, download, [refreshed, loaded])
+    return Header(ckpt, data_status, download, secret, [refreshed, loaded])

@@ -55,7 +55,7 @@ def build_demo(studio: Studio, job: TrainingJob) -> gr.Blocks:
         top = header.build(h.header)
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
-                train = train_tab.build(h.train, top.checkpoint)
+                train = train_tab.build(h.train, top.checkpoint, top.secret)
             with gr.Tab("Evaluate", id="evaluate"):
                 ev = eval_tab.build(h.evaluate, top.checkpoint)
             with gr.Tab("Explore", id="explore"):

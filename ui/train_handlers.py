@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -21,9 +22,14 @@ from vicreg.config import PRESETS, TrainConfig
 from vicreg.jobs import JobSnapshot, TrainingJob
 
 from . import charts
-from .common import KNOBS, admin_error, base_config, esc, fmt_seconds, knob_overrides, knob_values, msg, scrub
+from .common import KNOBS, base_config, esc, fmt_seconds, knob_overrides, knob_values, msg, scrub
 
 SAMPLE_NOTE = " on the embedded 2,000-image CIFAR-10 sample (the full dataset is not available here)"
+
+
+class StartOut(NamedTuple):
+    message: Any
+    owner: Any  # the visitor's token for the run they started (a gr.State: never sent to the API)
 
 
 class PollOut(NamedTuple):
@@ -101,8 +107,8 @@ class TrainHandlers:
     def __init__(self, studio: Studio, job: TrainingJob):
         self.studio, self.job = studio, job
 
-    def _admin(self, secret: str | None) -> str | None:
-        err = admin_error(secret, self.studio.settings.admin_token)
+    def _admin(self, secret: str | None, action: str) -> str | None:
+        err = self.studio.access.admin_only(secret, action)
         return msg(err, "error") if err else None
 
     def _threads(self, threads) -> int:
@@ -120,30 +126,45 @@ class TrainHandlers:
         return cfg.validate()
 
     def start(self, preset, name, epochs, batch_size, optimizer, lr, train_subset, inv_coeff, var_coeff, cov_coeff,
-              knn_train, knn_test, warmup_epochs, threads, device, secret) -> str:
-        if err := self._admin(secret):
-            return err
+              knn_train, knn_test, warmup_epochs, threads, device, secret, owner=None) -> StartOut:
+        """Start a run. On a public demo (services/access.py) a visitor's run is Quick-demo sized, stops by
+        itself after a while, and only that visitor (this session's `owner` token) or the admin may stop it."""
+        access = self.studio.access
+        if err := access.wrong_secret(secret):
+            return StartOut(msg(err, "error"), owner)
         values = dict(zip(KNOBS, (name, epochs, batch_size, optimizer, lr, train_subset, inv_coeff, var_coeff,
                                   cov_coeff, knn_train, knn_test, warmup_epochs)))
+        admin = access.is_admin(secret)
         try:
-            cfg = self.config(preset, values, device, threads)
+            cfg = self.config(preset, values, device, threads if admin else min(self._threads(threads),
+                                                                                self.studio.threads))
         except (ValueError, TypeError, CheckpointError) as e:
-            return msg(f"Cannot start: {esc(scrub(e))}", "error")
-        ok, text = self.job.start(cfg)
+            return StartOut(msg(f"Cannot start: {esc(scrub(e))}", "error"), owner)
+        if not admin and (err := access.visitor_run_error(cfg)):
+            return StartOut(msg(esc(err), "error"), owner)
+        token = None if admin else secrets.token_hex(16)
+        limit = None if admin else access.visitor_seconds
+        ok, text = self.job.start(cfg, owner=token, time_limit=limit)
         if not ok:
-            return msg(f"Not started: {esc(text)}.", "warn")
+            return StartOut(msg(f"Not started: {esc(text)}.", "warn"), owner)
         note = SAMPLE_NOTE if self.studio.data.using_sample() else ""
-        return msg(f"{text}{note}: saving to checkpoint <code>{esc(cfg.name)}</code>", "ok")
+        if limit is not None:
+            note += f" (visitor runs stop by themselves after {access.visitor_minutes:g} min; only you can stop it)"
+        return StartOut(msg(f"{text}{note}: saving to checkpoint <code>{esc(cfg.name)}</code>", "ok"), token)
 
-    def stop(self, secret) -> str:
-        if err := self._admin(secret):
-            return err
+    def stop(self, secret, owner=None) -> str:
+        access, snap = self.studio.access, self.job.snapshot()
+        if err := access.wrong_secret(secret):
+            return msg(err, "error")
+        if snap.active and not access.is_admin(secret) and (snap.owner is None or owner != snap.owner):
+            return msg("Only the visitor who started this run, or the admin, can stop it; you can watch it live "
+                       "here.", "warn")
         ok, text = self.job.stop()
         return msg(text, "ok" if ok else "warn")
 
     def resume(self, checkpoint, more_epochs, threads, device, secret) -> str:
         """Continue a checkpoint: `more_epochs` extra epochs, or 0 to finish its planned run."""
-        if err := self._admin(secret):
+        if err := self._admin(secret, "resume training"):
             return err
         path = self.studio.catalog.valid(checkpoint)
         if not path:

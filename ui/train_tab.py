@@ -88,7 +88,7 @@ def _knobs(threads_default: int) -> tuple[list, gr.Number]:
     return [name, epochs, batch, opt, lr, subset, inv, var, cov, knn_train, knn_test, warmup], threads
 
 
-def build(h: TrainHandlers, ckpt: gr.Dropdown) -> TrainTab:
+def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox) -> TrainTab:
     gr.Markdown("Self-supervised VICReg pre-training of a ResNet-18 on CIFAR-10. The run continues in the "
                 "server when you close or reload the page; one run at a time is shared by all visitors.")
     with gr.Row():
@@ -98,7 +98,11 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown) -> TrainTab:
     knobs, threads = _knobs(h.studio.threads)
     assert len(knobs) == len(KNOBS)
     gr.Markdown(COLLAPSE_NOTE)
-    secret = gr.Textbox(label="Admin secret", type="password", visible=bool(h.studio.settings.admin_token))
+    if h.studio.access.public:
+        gr.Markdown(f"This is a shared demo: you may start a run up to the size of the Quick CPU demo. It stops by "
+                    f"itself after {h.studio.access.visitor_minutes:g} minutes, and only you (or the admin) can stop "
+                    "it; everyone else watches it live. The admin secret lifts these limits.",
+                    elem_id="train-public-note")
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="train-start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -122,9 +126,10 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown) -> TrainTab:
                    progress, loss_plot, lr_plot, health_plot, knn_plot, status_json, seen, ckpt)
     preset.change(preset_knobs, preset, knobs, api_visibility="private")
     device.change(describe_device, device, device_md, api_visibility="private")
-    start_btn.click(h.start, [preset, *knobs, threads, device, secret], message, api_name="train_start",
+    owner = gr.State(None)  # this visitor's token for the run they started (services/access.py)
+    start_btn.click(h.start, [preset, *knobs, threads, device, secret, owner], [message, owner], api_name="train_start",
                     concurrency_limit=None)
-    stop_btn.click(h.stop, secret, message, api_name="train_stop", concurrency_limit=None)
+    stop_btn.click(h.stop, [secret, owner], message, api_name="train_stop", concurrency_limit=None)
     resume_btn.click(h.resume, [resume_from, more, threads, device, secret], message, api_name="train_resume",
                      concurrency_limit=None)
     gr.Timer(1.5).tick(h.poll, tab.poll_inputs, tab.poll_outputs, api_name="train_status", show_progress="hidden",

@@ -6,6 +6,7 @@ the same run. `start` is atomic: concurrent Start requests produce one job.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ class JobSnapshot:
     steps: list[StepEvent] = field(default_factory=list)
     epochs: list[EpochEvent] = field(default_factory=list)
     end: EndEvent | None = None
+    owner: str | None = None  # who may stop the run besides an admin (the app's visitor token); never shown
+    time_limit: float | None = None  # seconds after which the run stops by itself
 
     @property
     def active(self) -> bool:
@@ -54,9 +57,15 @@ class TrainingJob:
         self._steps: list[StepEvent] = []
         self._epochs: list[EpochEvent] = []
         self._end: EndEvent | None = None
+        self._owner: str | None = None
+        self._time_limit: float | None = None
+        self._timed_out = False
 
-    def start(self, cfg: TrainConfig, resume: str | None = None) -> tuple[bool, str]:
-        """(True, message) if a run started; (False, why) if one is already going."""
+    def start(self, cfg: TrainConfig, resume: str | None = None, owner: str | None = None,
+              time_limit: float | None = None) -> tuple[bool, str]:
+        """(True, message) if a run started; (False, why) if one is already going. `owner` is an opaque
+        token kept with the run (the app lets that visitor stop it); after `time_limit` seconds the run
+        stops by itself with a resumable checkpoint, as if Stop had been pressed."""
         with self._lock:
             if self._status in ("loading", "running", "stopping"):
                 run = self._start.run if self._start else "starting"
@@ -64,6 +73,7 @@ class TrainingJob:
             self._run_id += 1
             self._status = "loading"
             self._start, self._steps, self._epochs, self._end = None, [], [], None
+            self._owner, self._time_limit, self._timed_out = owner, time_limit, False
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, args=(cfg, resume, self._stop, self._run_id), daemon=True,
                                             name="vicreg-train")
@@ -81,7 +91,7 @@ class TrainingJob:
     def snapshot(self) -> JobSnapshot:
         with self._lock:
             return JobSnapshot(self._run_id, self._status, self._start, list(self._steps), list(self._epochs),
-                               self._end)
+                               self._end, self._owner, self._time_limit)
 
     def wait(self, timeout: float | None = None) -> bool:
         t = self._thread
@@ -105,14 +115,34 @@ class TrainingJob:
             elif isinstance(ev, EpochEvent):
                 self._epochs.append(ev)
             elif isinstance(ev, EndEvent):
+                if self._timed_out and ev.status == "stopped":
+                    minutes = f"{self._time_limit / 60:g}"
+                    ev = dataclasses.replace(ev, reason=f"{ev.reason}: runs started by visitors stop after {minutes} "
+                                                        "min on this shared server")
                 self._end = ev
                 self._status = ev.status
 
+    def _time_up(self, run_id: int, stop: threading.Event) -> None:
+        with self._lock:
+            if run_id != self._run_id or self._status not in ("loading", "running"):
+                return
+            self._timed_out = True
+            self._status = "stopping"
+        stop.set()
+
     def _run(self, cfg: TrainConfig, resume: str | None, stop: threading.Event, run_id: int) -> None:
         t0 = time.perf_counter()
+        timer = None
+        if self._time_limit is not None:
+            timer = threading.Timer(self._time_limit, self._time_up, args=(run_id, stop))
+            timer.daemon = True
+            timer.start()
         try:
             data = self._data_loader(cfg) if self._data_loader else None
             for ev in train(cfg, stop=stop, resume=resume, data=data):
                 self._record(run_id, ev)
         except Exception as e:  # data loading failed before the generator could report it
             self._record(run_id, EndEvent("failed", f"{type(e).__name__}: {e}", None, 0, 0, time.perf_counter() - t0))
+        finally:
+            if timer is not None:
+                timer.cancel()
