@@ -20,11 +20,15 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 from bench.app_bench import first_start_env, pct, photos
 from tests.helpers import AppProcess, demo_files
 
 ADMIN = "load-bench-admin"
+VISITOR_RUN = dict(preset="quick_demo", epochs=1, batch_size=32, optimizer="lars", lr=0, train_subset=320,
+                   inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=100, knn_test=0, warmup_epochs=0.5, threads=1,
+                   device="cpu", secret="")
 
 
 def train_rate(metrics: str, t_from: float, t_to: float) -> tuple[float, int]:
@@ -54,8 +58,10 @@ def train_rate(metrics: str, t_from: float, t_to: float) -> tuple[float, int]:
 
 class Visitor(threading.Thread):
     def __init__(self, k: int, url: str, checkpoint: str, files: list[str], until: float, map_every: int,
-                 folder: str):
+                 folder: str, try_training: bool = False):
         super().__init__(daemon=True, name=f"visitor-{k}")
+        self.try_training = try_training
+        self.start_replies: list[str] = []
         self.k, self.url, self.checkpoint, self.files, self.until = k, url, checkpoint, files, until
         self.map_every, self.folder = map_every, folder
         self.upload_s: list[float] = []
@@ -82,6 +88,11 @@ class Visitor(threading.Thread):
         # 40 ms of CPU) for every request and file download, and the load generator, not the app, saturates
         c = Client(self.url, verbose=False, download_files=self.folder, ssl_verify=False)
         n = 0
+        if self.try_training:  # every visitor also tries to start a run of their own: one job at a time
+            def start():
+                self.start_replies.append(c.predict(**VISITOR_RUN, name=f"visitor_{self.k}", api_name="/train_start"))
+
+            self._call(start, [])
         while time.time() < self.until:
             f = rng.choice(self.files)
 
@@ -108,6 +119,96 @@ def summary(name: str, xs: list[float]) -> str:
             f"  max {max(xs) * 1000:7.0f} ms")
 
 
+@dataclass
+class LoadReport:
+    visitors: int
+    seconds: float
+    training: bool
+    sent: int
+    answered: int
+    errors: list[str]
+    upload_s: list[float]
+    map_s: list[float]
+    start_replies: list[str]  # what visitors were told when they tried to start a second training run
+    idle_pairs_per_s: float
+    loaded_pairs_per_s: float
+    training_runs: int  # run ids the job handed out: 1 means one training job existed throughout
+    training_status: str
+    log: str  # the server's log
+
+    @property
+    def uploads_per_s(self) -> float:
+        return len(self.upload_s) / self.seconds
+
+    @property
+    def training_lost(self) -> float:
+        return 1 - self.loaded_pairs_per_s / self.idle_pairs_per_s if self.idle_pairs_per_s else float("nan")
+
+    def lines(self) -> list[str]:
+        on = "on" if self.training else "off"
+        out = [f"{self.visitors} visitors for {self.seconds:.0f}s (loopback), training {on}: answered "
+               f"{self.answered}/{self.sent}, errors {len(self.errors)}"]
+        out += [f"  error x{self.errors.count(e)}: {e}" for e in sorted(set(self.errors))[:10]]
+        out += [summary("upload -> all outputs", self.upload_s), summary("read the map", self.map_s),
+                f"uploads/s {self.uploads_per_s:.2f}   requests/s {self.answered / self.seconds:.2f}"]
+        if self.training:
+            out.append(f"training pairs/s: idle {self.idle_pairs_per_s:.1f}, with visitors "
+                       f"{self.loaded_pairs_per_s:.1f}: {100 * self.training_lost:.0f}% lost; training runs "
+                       f"{self.training_runs}, status "
+                       f"{self.training_status}; visitors' start attempts refused "
+                       f"{sum('already in progress' in r for r in self.start_replies)}/{len(self.start_replies)}")
+        out.append(f"server log: {self.log.count('Traceback')} tracebacks, {self.log.count('Content-Length')} "
+                   "Content-Length errors")
+        return out
+
+
+def run_load(visitors: int = 20, seconds: float = 120, idle: float = 40, map_every: int = 3, training: bool = True,
+             work: str | None = None) -> LoadReport:
+    checkpoint, sample = demo_files(os.environ.get("VICREG_DATA") or "../shared/data/cifar10")
+    work = work or tempfile.mkdtemp(prefix="vicreg-load-")
+    env = {**first_start_env(os.path.join(work, "app"), checkpoint, sample), "VICREG_ADMIN_TOKEN": ADMIN}
+    app = AppProcess(env, os.path.join(work, "app.log"))
+    from gradio_client import Client
+
+    admin = Client(app.url, verbose=False, ssl_verify=False)
+    metrics = os.path.join(work, "app", "checkpoints", "load_run.metrics.jsonl")
+    idle_rate = loaded_rate = 0.0
+    try:
+        files = photos(sample, 60, work)
+        if training:
+            knobs = dict(preset="quick_demo", name="load_run", epochs=200, batch_size=32, optimizer="lars", lr=0,
+                         train_subset=2000, inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=100, knn_test=0,
+                         warmup_epochs=0.5, threads=2, device="cpu", secret=ADMIN)
+            admin.predict(**knobs, api_name="/train_start")
+            while not os.path.exists(metrics) or os.path.getsize(metrics) < 2000:
+                time.sleep(1)
+            t = time.time()
+            time.sleep(idle)
+            idle_rate = train_rate(metrics, t, time.time())[0]
+        t_load = time.time()
+        until = t_load + seconds
+        vs = [Visitor(k, app.url, checkpoint, files, until, map_every, os.path.join(work, f"dl{k}"),
+                      try_training=training) for k in range(visitors)]
+        for v in vs:
+            v.start()
+        for v in vs:
+            v.join(seconds + 120)
+        t_end = time.time()
+        if training:
+            loaded_rate = train_rate(metrics, t_load, t_end)[0]
+        status = admin.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")[5]
+        if training:
+            admin.predict(secret=ADMIN, api_name="/train_stop")
+    finally:
+        app.stop()
+    with open(os.path.join(work, "app.log"), encoding="utf-8", errors="replace") as f:
+        log = f.read()
+    return LoadReport(visitors, t_end - t_load, training, sum(v.sent for v in vs), sum(v.answered for v in vs),
+                      [e for v in vs for e in v.errors], [x for v in vs for x in v.upload_s],
+                      [x for v in vs for x in v.map_s], [r for v in vs for r in v.start_replies], idle_rate,
+                      loaded_rate, status["run_id"], status["status"], log)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--visitors", type=int, default=20)
@@ -116,59 +217,9 @@ def main() -> None:
     ap.add_argument("--map_every", type=int, default=3, help="read the map after every k-th upload (0 = never)")
     ap.add_argument("--no_training", action="store_true")
     args = ap.parse_args()
-    checkpoint, sample = demo_files(os.environ.get("VICREG_DATA") or "../shared/data/cifar10")
-    work = tempfile.mkdtemp(prefix="vicreg-load-")
-    env = {**first_start_env(os.path.join(work, "app"), checkpoint, sample), "VICREG_ADMIN_TOKEN": ADMIN}
-    app = AppProcess(env, os.path.join(work, "app.log"))
-    print(f"app serving in {app.start_seconds:.1f}s at {app.url}; cpus {os.cpu_count()}; log {work}/app.log")
-    from gradio_client import Client
-
-    admin = Client(app.url, verbose=False)
-    metrics = os.path.join(work, "app", "checkpoints", "load_run.metrics.jsonl")
-    try:
-        files = photos(sample, 60, work)
-        idle = (0.0, 0)
-        if not args.no_training:
-            knobs = dict(preset="quick_demo", name="load_run", epochs=200, batch_size=32, optimizer="lars", lr=0,
-                         train_subset=2000, inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=100, knn_test=0,
-                         warmup_epochs=0.5, threads=2, device="cpu", secret=ADMIN)
-            print(admin.predict(**knobs, api_name="/train_start"))
-            while not os.path.exists(metrics) or os.path.getsize(metrics) < 2000:
-                time.sleep(1)
-            t = time.time()
-            time.sleep(args.idle)
-            idle = train_rate(metrics, t, time.time())
-        t_load = time.time()
-        until = t_load + args.seconds
-        vs = [Visitor(k, app.url, checkpoint, files, until, args.map_every, os.path.join(work, f"dl{k}"))
-              for k in range(args.visitors)]
-        for v in vs:
-            v.start()
-        for v in vs:
-            v.join(args.seconds + 120)
-        t_end = time.time()
-        loaded = train_rate(metrics, t_load, t_end) if not args.no_training else (0.0, 0)
-        status = admin.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")[5]
-        if not args.no_training:
-            admin.predict(secret=ADMIN, api_name="/train_stop")
-    finally:
-        app.stop()
-    sent, answered = sum(v.sent for v in vs), sum(v.answered for v in vs)
-    ups, maps = [x for v in vs for x in v.upload_s], [x for v in vs for x in v.map_s]
-    errors = [e for v in vs for e in v.errors]
-    log = open(os.path.join(work, "app.log"), encoding="utf-8", errors="replace").read()
-    print(f"\n{args.visitors} visitors for {args.seconds:.0f}s (loopback), training "
-          f"{'off' if args.no_training else 'on'}: answered {answered}/{sent}, errors {len(errors)}")
-    for e in sorted(set(errors))[:10]:
-        print(f"  error x{errors.count(e)}: {e}")
-    print(summary("upload -> all outputs", ups))
-    print(summary("read the map", maps))
-    print(f"uploads/s {len(ups) / (t_end - t_load):.2f}   requests/s {answered / (t_end - t_load):.2f}")
-    if not args.no_training:
-        lost = 1 - loaded[0] / idle[0] if idle[0] else float("nan")
-        print(f"training pairs/s: idle {idle[0]:.1f} ({idle[1]} steps), with visitors {loaded[0]:.1f} ({loaded[1]} "
-              f"steps): {100 * lost:.0f}% lost; training jobs seen {status['run_id']}, status {status['status']}")
-    print(f"server log: {log.count('Traceback')} tracebacks, {log.count('Content-Length')} Content-Length errors")
+    print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+    report = run_load(args.visitors, args.seconds, args.idle, args.map_every, not args.no_training)
+    print("\n".join(report.lines()))
 
 
 if __name__ == "__main__":

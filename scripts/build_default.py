@@ -30,6 +30,7 @@ from vicreg.data import load_dataset  # noqa: E402
 from vicreg.embed import load_model  # noqa: E402
 from vicreg.evaluate import extract_features  # noqa: E402
 from vicreg.files import atomic_write, file_sha256  # noqa: E402
+from vicreg.metrics import read_metrics  # noqa: E402
 from vicreg.runtime import make_runtime  # noqa: E402
 
 
@@ -51,8 +52,7 @@ def provenance(args, ckpt) -> dict:
     spe = wall = None
     metrics = os.path.splitext(args.checkpoint)[0] + ".metrics.jsonl"
     if os.path.exists(metrics):
-        with open(metrics) as f:
-            rows = [json.loads(line) for line in f if line.strip().startswith("{")]
+        rows = read_metrics(metrics)  # a killed run's torn last line is skipped
         ends = [r for r in rows if r.get("kind") == "end"]
         starts = [r for r in rows if r.get("kind") == "start"]
         wall = sum(r["elapsed"] for r in ends) if ends else None

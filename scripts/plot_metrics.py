@@ -7,8 +7,12 @@ Needs matplotlib (not a runtime dependency: pip install matplotlib).
 """
 from __future__ import annotations
 
-import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vicreg.metrics import read_metrics  # noqa: E402
 
 
 def main(src: str, dst: str) -> None:
@@ -17,7 +21,7 @@ def main(src: str, dst: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    events = [json.loads(line) for line in open(src)]
+    events = read_metrics(src)  # a killed run's torn last line is skipped
     # keep the last run in the file (a metrics file accumulates every run under that name)
     starts = [i for i, e in enumerate(events) if e["kind"] == "start" and not e.get("resumed_from")]
     events = events[starts[-1]:] if starts else events

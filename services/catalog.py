@@ -1,5 +1,10 @@
 """The checkpoints a visitor can pick: the default (shipped) model first, then the checkpoint folder's
-files, newest first. Only paths from this list are ever opened on a visitor's request."""
+files, newest first. Only paths from this list are ever opened on a visitor's request.
+
+The rule for the app and its API: a checkpoint path a client sends is used only if it is exactly one
+of the listed paths, and the list holds the default model plus the folder's files whose real path
+(symlinks followed) is inside the folder, so a link placed in the folder cannot lead a visitor to a
+file elsewhere. Run names a visitor types go through vicreg.checkpoint.safe_name / checkpoint_path."""
 from __future__ import annotations
 
 import os
@@ -41,7 +46,7 @@ class Catalog:
         if default:
             out.append((checkpoint_label(default, read_meta(default), default=True), default))
             seen.add(os.path.realpath(default))
-        for path, meta in list_checkpoints(self.checkpoint_dir):
+        for path, meta in list_checkpoints(self.checkpoint_dir):  # links out of the folder are skipped
             if os.path.realpath(path) not in seen:
                 out.append((checkpoint_label(path, meta), path))
         return out

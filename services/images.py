@@ -6,8 +6,10 @@ error inside the call; PIL's global `Image.MAX_IMAGE_PIXELS` is never changed.
 """
 from __future__ import annotations
 
+import codecs
 import io
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -60,11 +62,61 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
     return im.convert("RGB")
 
 
-def _unreadable(e: Exception) -> BadImage:
-    msg = str(e)
+ACCEPTED = "upload a PNG, JPEG, GIF, BMP, WebP or TIFF image"
+RESAVE = "open it in an image editor, save it again as PNG or JPEG and upload that"
+# What PIL's format plugins raise on crafted or damaged files besides OSError (seen fuzzing: TypeError
+# "Missing dimensions" from a TIFF header, struct.error, IndexError, ...). Every one means "cannot decode".
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, AttributeError,
+                 ZeroDivisionError, OverflowError, MemoryError, struct.error)
+# leading bytes of the formats people upload, to say "a damaged PNG" rather than "not an image"
+SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\0": "TIFF",
+              b"MM\0*": "TIFF", b"\0\0\1\0": "ICO"}
+
+
+def _format(data: bytes) -> str | None:
+    """The image format the leading bytes announce, if it is a common one."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for sig, fmt in SIGNATURES.items() if data.startswith(sig)), None)
+
+
+def _kind(data: bytes) -> str | None:
+    """What an unreadable upload looks like, for the message: a damaged image, or another kind of file."""
+    if fmt := _format(data):
+        return f"a damaged or invalid {fmt} file"
+    head = data[:4096].lstrip().lower()
+    if b"<svg" in head:
+        return "an SVG drawing (vector graphics are not decoded here)"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<script" in head or b"<body" in head:
+        return "an HTML page"
+    if head.startswith(b"%pdf"):
+        return "a PDF document"
+    try:  # an incremental decoder accepts a character cut at the 4096-byte mark
+        text = codecs.getincrementaldecoder("utf-8")().decode(data[:4096])
+    except UnicodeDecodeError:
+        return None
+    return "a text file" if all(c.isprintable() or c.isspace() for c in text) else None
+
+
+def _not_an_image(data: bytes) -> BadImage:
+    kind = _kind(data)
+    if kind is None:
+        return BadImage(f"this file is not an image that can be read; {ACCEPTED}")
+    if kind.startswith("a damaged"):
+        return BadImage(f"this file looks like {kind}: its header cannot be read; {RESAVE}")
+    return BadImage(f"this file is {kind}, not an image; {ACCEPTED}")
+
+
+def _unreadable(e: Exception, fmt: str | None = None) -> BadImage:
+    msg = " ".join(str(e).split())[:120]  # one short line: PIL's texts can carry bytes of the file
     if "runcated" in msg or "broken data stream" in msg or isinstance(e, EOFError):
-        return BadImage("the image file is truncated or corrupt (an incomplete upload or download?)")
-    return BadImage(f"this image cannot be decoded ({msg or type(e).__name__})")
+        return BadImage("the image file is truncated or corrupt (an incomplete upload or download?); "
+                        "upload the complete file")
+    if "Decompressed data too large" in msg:  # a zTXt / iCCP chunk that inflates without bound
+        return BadImage("the image carries metadata that is too large to read safely; save the picture again "
+                        "without metadata (e.g. as a plain PNG or JPEG) and upload that")
+    what = f"this {fmt} image" if fmt else "this image"
+    return BadImage(f"{what} is damaged and cannot be decoded ({msg or type(e).__name__}); {RESAVE}")
 
 
 def _read(src: bytes | str | os.PathLike, max_bytes: int) -> bytes:
@@ -78,9 +130,10 @@ def _read(src: bytes | str | os.PathLike, max_bytes: int) -> bytes:
             with open(src, "rb") as f:
                 data = f.read()
         except OSError as e:
-            raise BadImage(f"cannot read the uploaded file ({e.strerror or type(e).__name__})") from None
+            raise BadImage(f"cannot read the uploaded file ({e.strerror or type(e).__name__}); "
+                           "please upload it again") from None
     if not data:
-        raise BadImage("the file is empty")
+        raise BadImage("the file is empty (0 bytes); upload the image file again")
     if len(data) > max_bytes:
         raise BadImage(too_large)
     return data
@@ -94,17 +147,16 @@ def _open(data: bytes, too_big: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(too_big) from None
     except UnidentifiedImageError:
-        raise BadImage("this file is not an image that can be read; "
-                       "upload a PNG, JPEG, GIF, BMP, WebP or TIFF") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise _unreadable(e) from None
+        raise _not_an_image(data) from None
+    except DECODE_ERRORS as e:
+        raise _unreadable(e, _format(data)) from None
 
 
 def _first_frame_rgb(im: Image.Image, size: int, notes: list[str], too_big: str) -> Image.Image:
-    frames = getattr(im, "n_frames", 1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            frames = getattr(im, "n_frames", 1)  # counting frames parses them all: inside the try
             if frames > 1:
                 im.seek(0)
                 notes.append(f"animated image: using the first of {frames} frames")
@@ -114,22 +166,24 @@ def _first_frame_rgb(im: Image.Image, size: int, notes: list[str], too_big: str)
             return _to_rgb(ImageOps.exif_transpose(im), notes)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(too_big) from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as e:
-        raise _unreadable(e) from None
+    except DECODE_ERRORS as e:
+        raise _unreadable(e, im.format) from None
 
 
 def decode_image(src: bytes | str | os.PathLike, size: int = 32, max_pixels: int = MAX_PIXELS,
                  max_bytes: int = MAX_BYTES) -> Decoded:
     """Untrusted image -> (3, size, size) uint8: first frame of animations, EXIF orientation
     applied, converted to RGB, short side resized (bicubic) and centre-cropped like the dataset."""
-    too_big = f"the image is too large to decode safely (limit {max_pixels / 1e6:.0f} megapixels)"
+    limit = f"limit {max_pixels / 1e6:.0f} megapixels"
+    shrink = "; resize it to fewer pixels and upload it again"
+    too_big = f"the image is too large to decode safely ({limit}){shrink}"
     notes: list[str] = []
     with _open(_read(src, max_bytes), too_big) as im:
         w, h = im.size
         if w < 1 or h < 1:
-            raise BadImage("the image has no pixels")
+            raise BadImage(f"the image has no pixels ({w}x{h}); upload another image")
         if w * h > max_pixels:
-            raise BadImage(too_big + f"; this one is {w}x{h}")
+            raise BadImage(f"the image is too large to decode safely ({limit}; this one is {w}x{h}){shrink}")
         mode, fmt = im.mode, im.format
         rgb = _first_frame_rgb(im, size, notes, too_big)
     if rgb.size != (size, size):

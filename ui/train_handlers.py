@@ -116,7 +116,8 @@ class TrainHandlers:
 
     def config(self, preset: str, values: dict, device: str, threads) -> TrainConfig:
         """The preset's recipe with the knobs on top, run on the data this server has."""
-        values = {**values, "name": safe_name(str(values.get("name") or "vicreg_model").strip())}
+        name = safe_name(str(values.get("name") or "vicreg_model").strip(), self.studio.checkpoint_dir)
+        values = {**values, "name": name}
         cfg = base_config(preset).updated({**knob_overrides(values), "device": device, "data": self.studio.data.path(),
                                            "checkpoint_dir": self.studio.checkpoint_dir,
                                            "threads": self._threads(threads)})

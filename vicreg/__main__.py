@@ -2,6 +2,16 @@
 
 Every expected failure (bad mode, missing or mismatched checkpoint, unreadable data, a name that
 escapes the checkpoint folder) ends with one `error: ...` line on stderr and exit code 2.
+
+Paths and names. The command line runs as the local user on their own machine, so the paths they type
+are theirs to choose: `--model_path` may read a checkpoint anywhere, and `--checkpoint_dir`, `--data`
+and `--output` may point anywhere. A run's name (`--name`, or the checkpoint's own name when RE_TRAIN
+continues it) is different: it is a file stem inside the checkpoint folder, checked before anything
+is loaded (`safe_name`): no `../`, absolute path, separator, hidden name or control character (NUL,
+newline), and none of the run's files there may be a symlink leading out of the folder, since the
+metrics log is appended to (and cut back to its last whole line) in place. INFERENCE's default output
+in the checkpoint folder follows the same link rule. (The app is stricter: it only opens the listed
+checkpoints, see services/catalog.py.)
 """
 from __future__ import annotations
 
@@ -32,6 +42,8 @@ def _resume(args) -> int:
     from .checkpoint import checkpoint_stem, load_checkpoint, more_epochs, resume_config, safe_name
     from .config import TrainConfig
 
+    if args.name:
+        safe_name(args.name, args.checkpoint_dir or TrainConfig().checkpoint_dir)  # before loading anything
     ckpt = load_checkpoint(_resolve_model(args))  # fail early, with the checkpoint's own message
     ignored = [f"--{o}" for o in RECIPE_OPTIONS if getattr(args, o) is not None] + (["--preset"] if args.preset else [])
     if ignored and _rank() == 0:
@@ -80,7 +92,7 @@ def _run_training(cfg, resume: str | None) -> int:
     from .checkpoint import safe_name
     from .train import train
 
-    safe_name(cfg.name)
+    safe_name(cfg.name, cfg.checkpoint_dir)  # before the data loads: a bad name or a link out fails at once
     stop = threading.Event()
     old = _stop_signals(stop)
     try:
@@ -182,12 +194,18 @@ def _evaluate(args) -> int:
 def _inference(args) -> int:
     import numpy as np
 
-    from .checkpoint import checkpoint_stem
+    from .checkpoint import checkpoint_stem, leads_out
     from .data import IMAGE_EXTS, load_dataset
     from .embed import embed_images, load_files, load_model
     from .runtime import make_runtime
 
     path = _resolve_model(args)
+    stem = checkpoint_stem(path) if path else "random_init"
+    out = args.output or os.path.join(args.checkpoint_dir, f"{stem}.embeddings.npy")
+    if not args.output and os.path.islink(out) and leads_out(out, args.checkpoint_dir):  # before any work
+        raise CLIError(f"{os.path.basename(out)} in the checkpoint folder is a link that leads out of it; "
+                       "remove the link or choose the file with --output")
+    out = out if out.endswith(".npy") else out + ".npy"  # np.save would add it; say the real name
     rt = make_runtime(args.device, args.precision, threads=args.threads)
     model, cfg, _ = load_model(path, rt, args.seed)
     if args.images:
@@ -211,9 +229,6 @@ def _inference(args) -> int:
         images = load_dataset(args.data, cfg.augment.size).test.images
         what = "the test set"
     emb = embed_images(model.backbone, images, rt, cfg)
-    stem = checkpoint_stem(path) if path else "random_init"
-    out = args.output or os.path.join(args.checkpoint_dir, f"{stem}.embeddings.npy")
-    out = out if out.endswith(".npy") else out + ".npy"  # np.save would add it; say the real name
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     np.save(out, emb)
     norms = np.linalg.norm(emb, axis=1)
@@ -225,7 +240,7 @@ def _inference(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, safe_name
     from .data import DataError
 
     try:
@@ -233,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         args.mode = args.mode.upper()
         if args.mode not in MODES:
             raise CLIError(f"unknown mode {args.mode!r}: use one of {', '.join(MODES)}")
+        if args.name is not None:  # in every mode, before anything loads (TRAIN and RE_TRAIN add the link check)
+            safe_name(args.name)
         if args.mode == "TRAIN":
             return _run_training(train_config(args), None)
         if args.mode == "RE_TRAIN":

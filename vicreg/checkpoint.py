@@ -2,7 +2,8 @@
 
 Written atomically (temporary file, fsync, rename) so a crash mid-write leaves the previous
 checkpoint intact; loaded with safetensors, which never unpickles anything. A JSON sidecar with the
-same metadata sits beside it for people and tools that want to read it without torch.
+same metadata sits beside it for people and tools that want to read it without torch; the file's own
+metadata is what counts, and a file whose sidecar contradicts it is refused (`_check_sidecar`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig
-from .files import atomic_write, atomic_write_text
+from .faults import Fault, reach
+from .files import atomic_write, atomic_write_text, sweep_stale_temps
+from .sidecar import disagreement
 
 SUFFIX = ".safetensors"
 FORMAT = "vicreg-studio/1"
@@ -51,22 +54,46 @@ def checkpoint_stem(path: str) -> str:
     return base[: -len(SUFFIX)] if base.endswith(SUFFIX) else os.path.splitext(base)[0]
 
 
-def safe_name(name: str) -> str:
-    """Checkpoint name -> file stem; refuses anything that could escape the checkpoint folder."""
+# The files a run writes beside each other in the checkpoint folder: the checkpoint, its JSON sidecar,
+# the metrics log (appended to, and cut back to its last whole line, in place) and INFERENCE's output.
+RUN_FILE_SUFFIXES = (SUFFIX, ".json", ".metrics.jsonl", ".embeddings.npy")
+
+
+def leads_out(path: str, folder: str) -> bool:
+    """True if `path` resolves (symlinks followed) to somewhere outside `folder`."""
+    root, real = os.path.realpath(folder), os.path.realpath(path)
+    return os.path.commonpath([root, real]) != root
+
+
+def safe_name(name: str, checkpoint_dir: str | None = None) -> str:
+    """Checkpoint name -> file stem; refuses anything that could escape the checkpoint folder: a path
+    (`../x`, `/abs`, `a/b`, `a\\b`), a hidden name, control characters (NUL, newline, ...), an overlong
+    name and, given the folder, a name whose files there are symlinks leading out of it: the atomic
+    writes would only replace such a link, but the metrics log is appended to and cut through it."""
+    name = str(name)
     if name.endswith(SUFFIX):
         base = name[: -len(SUFFIX)]
     else:
         base = os.path.splitext(name)[0] if name.endswith((".pth", ".pt")) else name
+    shown = repr(name if len(name) <= 80 else name[:80] + "…")
     if not base or base in (".", "..") or "/" in base or "\\" in base or os.path.isabs(name) or base.startswith("."):
-        raise CheckpointError(f"invalid checkpoint name {name!r}: use a plain file name such as 'vicreg_model' "
+        raise CheckpointError(f"invalid checkpoint name {shown}: use a plain file name such as 'vicreg_model' "
                               "(it is saved under the checkpoint folder)")
-    if "\x00" in base or len(base) > 200:
-        raise CheckpointError(f"invalid checkpoint name {name!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in base) or len(base) > 200:
+        raise CheckpointError(f"invalid checkpoint name {shown}: use at most 200 letters, digits, '-' or '_', "
+                              "without control characters such as newlines")
+    if checkpoint_dir is not None:
+        for suffix in RUN_FILE_SUFFIXES:
+            path = os.path.join(checkpoint_dir, base + suffix)
+            if os.path.islink(path) and leads_out(path, checkpoint_dir):
+                raise CheckpointError(f"the checkpoint name {base!r} is taken by a link ({base}{suffix}) that "
+                                      "leads out of the checkpoint folder; choose another name")
     return base
 
 
 def checkpoint_path(checkpoint_dir: str, name: str) -> str:
-    return os.path.join(checkpoint_dir, safe_name(name) + SUFFIX)
+    """Where run `name` saves; refuses names whose files in the folder are links leading out of it."""
+    return os.path.join(checkpoint_dir, safe_name(name, checkpoint_dir) + SUFFIX)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -87,8 +114,9 @@ def save_checkpoint(
     opt: torch.optim.Optimizer | None,
     meta: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
+    fault: Fault | None = None,
 ) -> str:
-    """`extra` holds other named tensors (e.g. an RNG state as "rng.augment")."""
+    """`extra` holds other named tensors (e.g. an RNG state as "rng.augment"); `fault` is the test hook."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
@@ -97,15 +125,30 @@ def save_checkpoint(
         t, layout = _optimizer_tensors(opt)
         tensors.update(t)
         meta["optimizer"] = layout
-    return _write(path, tensors, meta)
+    return _write(path, tensors, meta, fault)
 
 
-def _write(path: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
-    text = json.dumps(meta)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"vicreg": text}))
+def _write(path: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], fault: Fault | None = None) -> str:
+    text, side = json.dumps(meta), sidecar_path(path)
+
+    def before_rename(tmp: str) -> None:
+        if fault is not None:
+            fault.on_written("ckpt")(tmp)
+        # the old sidecar goes before the new file lands: a crash between the two then leaves a
+        # checkpoint with no sidecar, never one beside another save's (maybe another recipe's) sidecar
+        if os.path.lexists(side):
+            os.remove(side)
+
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"vicreg": text}), on_written=before_rename)
+    reach(fault, "sidecar")
     sidecar = {k: v for k, v in meta.items() if k != "optimizer"}
-    atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2))
+    atomic_write_text(side, json.dumps(sidecar, indent=2), on_written=fault.on_written("sidecar") if fault else None)
     return path
+
+
+def sweep_temps(path: str) -> list[str]:
+    """Remove the temporary files that killed writers of this checkpoint (and its sidecar) left."""
+    return sweep_stale_temps(path) + sweep_stale_temps(sidecar_path(path))
 
 
 def sidecar_path(path: str) -> str:
@@ -142,6 +185,7 @@ def read_meta(path: str) -> dict[str, Any]:
         fmt = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{path} has an unknown checkpoint format {fmt!r}")
     _check_meta(path, meta)
+    _check_sidecar(path, meta)
     return meta
 
 
@@ -157,6 +201,17 @@ def _check_meta(path: str, meta: dict[str, Any]) -> None:
         TrainConfig.from_dict(meta["config"]).validate()
     except (TypeError, ValueError, AttributeError, KeyError) as e:
         raise CheckpointError(f"{path} has invalid metadata: {e}") from None
+
+
+def _check_sidecar(path: str, meta: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose JSON sidecar contradicts it (vicreg/sidecar.py says when it does)."""
+    side = sidecar_path(path)
+    if not os.path.lexists(side):
+        return
+    why = disagreement(side, meta, RESUME_MAY_CHANGE)
+    if why:
+        raise CheckpointError(f"checkpoint {path} is refused: its JSON sidecar {side} {why}; the checkpoint "
+                              f"file's own metadata is what counts, so delete {side} (a save writes a fresh one)")
 
 
 def load_checkpoint(path: str) -> Checkpoint:
@@ -238,11 +293,13 @@ def list_checkpoints(checkpoint_dir: str) -> list[tuple[str, dict[str, Any]]]:
         return []
     out = []
     for f in os.listdir(checkpoint_dir):
-        if f.endswith(SUFFIX):
-            p = os.path.join(checkpoint_dir, f)
+        # dot-files are hidden, among them a killed writer's temporary file (never a name safe_name allows);
+        # a symlink leading out of the folder is skipped before anything is read through it
+        p = os.path.join(checkpoint_dir, f)
+        if f.endswith(SUFFIX) and not f.startswith(".") and not leads_out(p, checkpoint_dir):
             try:
                 out.append((p, read_meta(p)))
-            except CheckpointError:
+            except (CheckpointError, OSError):  # OSError: removed while listing
                 continue
     return sorted(out, key=lambda t: os.path.getmtime(t[0]), reverse=True)
 
@@ -250,6 +307,7 @@ def list_checkpoints(checkpoint_dir: str) -> list[tuple[str, dict[str, Any]]]:
 # Settings of the run rather than of the recipe: a resume takes them from the caller.
 RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
               "knn_train", "knn_test")
+RESUME_MAY_CHANGE = (*RUN_FIELDS, "epochs")  # what two saves of one file may disagree on
 
 
 def resume_config(ckpt: Checkpoint, run: TrainConfig, epochs: int | None = None) -> TrainConfig:

@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .faults import Fault, parse
+
 
 @dataclass
 class Dist:
@@ -34,7 +36,7 @@ class Dist:
     backend: str = ""
     cpu_group: Any = None  # a gloo group for flags and objects (None: the default group)
     owned: bool = False  # this module created the process group and destroys it
-    fault: tuple[str, int, int] | None = None  # the test hook's (what, rank, step), read once at setup
+    fault: Fault | None = None  # the test hooks (vicreg/faults.py), read once at setup
 
     @property
     def active(self) -> bool:
@@ -56,7 +58,7 @@ def setup(device: str) -> Dist:
 
     rank, world, local = env_world()
     if world <= 1:
-        return Dist(device=device, fault=parse_fault(os.environ.get("VICREG_FAULT")))
+        return Dist(device=device, fault=parse(os.environ.get("VICREG_FAULT")))
     kind = resolve_device(device).type
     if kind == "cuda":
         device = f"cuda:{local}"
@@ -69,7 +71,7 @@ def setup(device: str) -> Dist:
     backend = dist.get_backend()
     cpu_group = dist.new_group(backend="gloo") if backend != "gloo" else None
     return Dist(dist.get_rank(), dist.get_world_size(), local, device, backend, cpu_group, owned,
-                parse_fault(os.environ.get("VICREG_FAULT")))
+                parse(os.environ.get("VICREG_FAULT")))
 
 
 def teardown(d: Dist) -> None:
@@ -269,20 +271,16 @@ def describe_failure(e: BaseException, d: Dist, checkpoint: str | None) -> str:
     return f"{type(e).__name__}: rank {d.rank} of {d.world}: {first}"
 
 
-def parse_fault(spec: str | None) -> tuple[str, int, int] | None:
-    """Test hook: VICREG_FAULT='exit:RANK:STEP' ends that rank abruptly before global step STEP + 1;
-    'stop:RANK:STEP' requests a stop there (as Ctrl-C on that rank alone would)."""
-    if not spec:
-        return None
-    what, rank, at = spec.split(":")
-    return what, int(rank), int(at)
-
-
 def fault_hook(d: Dist, step: int, stop) -> None:
-    """The test hook's per-step check (`parse_fault`); nothing to do, and no env read, in a normal run."""
+    """The test hooks' per-step check (`faults.parse`): a kill@step, and 'exit:RANK:STEP' ends that rank
+    abruptly before global step STEP + 1, 'stop:RANK:STEP' requests a stop there (as Ctrl-C on that
+    rank alone would). Nothing to do, and no env read, in a normal run."""
     if d.fault is None:
         return
-    what, rank, at = d.fault
+    d.fault.reach("step")
+    if d.fault.rank_fault is None:
+        return
+    what, rank, at = d.fault.rank_fault
     if rank == d.rank and at == step:
         if what == "exit":
             os._exit(17)

@@ -30,12 +30,15 @@ from .checkpoint import (
     resume_config,
     safe_name,
     save_checkpoint,
+    sweep_temps,
 )
 from .config import TrainConfig
 from .data import Dataset, Split, even_subset, load_dataset
 from .evaluate import extract_features, knn_accuracy
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, to_dict
+from .faults import reach
 from .health import CollapseWatch, effective_rank
+from .metrics import open_for_append
 from .model import VICReg
 from .optim import lr_at, make_optimizer, set_lr
 from .runtime import Runtime, make_runtime
@@ -79,7 +82,10 @@ class _Run:
 
     def emit(self, ev: Event) -> Event:
         if self.dist.main:  # the other ranks stay quiet
-            self.log.write(json.dumps(to_dict(ev)) + "\n")
+            line = json.dumps(to_dict(ev)) + "\n"
+            if self.dist.fault is not None:  # the test hook: a kill halfway through the line
+                self.dist.fault.reach("log", lambda: (self.log.write(line[: len(line) // 2]), self.log.flush()))
+            self.log.write(line)
             self.log.flush()
         return ev
 
@@ -90,7 +96,7 @@ class _Run:
                 "saved_at": time.time(), "rng_device": self.gen.device.type, "world_size": self.dist.world}
         extra = ddp.rng_states(self.gen.get_state(), self.dist) if in_epoch else None  # a collective
         if self.dist.main:
-            save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra)
+            save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra, fault=self.dist.fault)
         self.saved = self.out_path
         return self.saved
 
@@ -120,14 +126,19 @@ def train(
     try:
         d = ddp.setup(cfg.device)
         run = _setup(cfg, resume, data, d)
-        try:
-            yield from _loop(run, stop, resume, t0)
-        finally:
-            run.log.close()
+        yield from _loop(run, stop, resume, t0)
     except Exception as e:  # the generator's contract: every run ends with an EndEvent
         ckpt, epoch, step = (run.saved, run.start_epoch, run.step) if run is not None else (None, 0, 0)
-        yield EndEvent("failed", ddp.describe_failure(e, d, ckpt), ckpt, epoch, step, time.perf_counter() - t0)
+        end = EndEvent("failed", ddp.describe_failure(e, d, ckpt), ckpt, epoch, step, time.perf_counter() - t0)
+        if run is not None:  # the metrics file records the failure too (a NaN names its step there)
+            try:
+                run.emit(end)
+            except (OSError, ValueError):  # the log itself may be what failed
+                pass
+        yield end
     finally:
+        if run is not None:
+            run.log.close()
         ddp.teardown(d)
 
 
@@ -147,12 +158,14 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Di
     total = spe * cfg.epochs
     model, fwd = _model(cfg, rt, d)
     opt = make_optimizer(model, cfg, fused=rt.device.type == "cuda")
+    out_path = checkpoint_path(cfg.checkpoint_dir, cfg.name)
     if d.main:
         os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+        sweep_temps(out_path)  # what a killed earlier run under this name left half-written
     run = _Run(
         cfg, rt, data, images, model, fwd, opt,
         torch.Generator(device=rt.device), spe, total, min(int(cfg.warmup_epochs * spe), total // 2),
-        checkpoint_path(cfg.checkpoint_dir, cfg.name), open(metrics_path(cfg) if d.main else os.devnull, "a"),
+        out_path, open_for_append(metrics_path(cfg)) if d.main else open(os.devnull, "a"),
         even_subset(data.train, cfg.knn_train)[0], even_subset(data.test, cfg.knn_test)[0], d,
     )
     if d.active:
@@ -219,6 +232,7 @@ def _loop(run: _Run, stop: threading.Event, resume: str | None, t0: float) -> It
         run.in_epoch = 0
         run.metrics["knn_top1"] = _knn_monitor(run)
         path = run.save(epoch + 1, 0)
+        reach(run.dist.fault, "epoch_end")
         yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], path, time.perf_counter() - t_epoch,
                                   time.perf_counter() - t0))
     run.start_epoch = cfg.epochs
@@ -243,6 +257,7 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
         lr = lr_at(run.step, run.total, run.warmup, cfg.scaled_lr(), cfg.min_lr_ratio)
         terms, z_a = _step(run, batch, lr)
         run.step += 1
+        reach(run.dist.fault, "after_step")
         win_steps += 1
         if run.step % log_every == 0 or i == run.steps_per_epoch - 1:
             zf = z_a.detach().float()
@@ -268,6 +283,8 @@ def _step(run: _Run, batch: torch.Tensor, lr: float):
                    eps=cfg.loss.eps)
     with run.rt.autocast():
         terms, z_a, _ = run.fwd(run.rt.prepare(v_a), run.rt.prepare(v_b), loss_kw)
+    if run.dist.fault is not None:  # the test hook's nan@STEP
+        terms = run.dist.fault.poison(terms, run.step + 1)
     run.opt.zero_grad(set_to_none=True)
     terms.total.backward()
     run.opt.step()
@@ -279,5 +296,6 @@ def _knn_monitor(run: _Run) -> float | None:
     if run.cfg.knn_test <= 0 or not run.dist.main:
         return None
     bank = extract_features(run.model.backbone, run.knn_bank.images, run.rt, run.cfg.augment)
+    reach(run.dist.fault, "knn")
     query = extract_features(run.model.backbone, run.knn_query.images, run.rt, run.cfg.augment)
     return knn_accuracy(bank, run.knn_bank.labels, query, run.knn_query.labels, len(run.data.classes))
