@@ -163,7 +163,7 @@ class LoadReport:
 
 
 def run_load(visitors: int = 20, seconds: float = 120, idle: float = 40, map_every: int = 3, training: bool = True,
-             work: str | None = None) -> LoadReport:
+             work: str | None = None, train_threads: int = 2) -> LoadReport:
     checkpoint, sample = demo_files(os.environ.get("VICREG_DATA") or "../shared/data/cifar10")
     work = work or tempfile.mkdtemp(prefix="vicreg-load-")
     env = {**first_start_env(os.path.join(work, "app"), checkpoint, sample), "VICREG_ADMIN_TOKEN": ADMIN}
@@ -178,7 +178,7 @@ def run_load(visitors: int = 20, seconds: float = 120, idle: float = 40, map_eve
         if training:
             knobs = dict(preset="quick_demo", name="load_run", epochs=200, batch_size=32, optimizer="lars", lr=0,
                          train_subset=2000, inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=100, knn_test=0,
-                         warmup_epochs=0.5, threads=2, device="cpu", secret=ADMIN)
+                         warmup_epochs=0.5, threads=train_threads, device="cpu", secret=ADMIN)
             admin.predict(**knobs, api_name="/train_start")
             while not os.path.exists(metrics) or os.path.getsize(metrics) < 2000:
                 time.sleep(1)
@@ -216,9 +216,11 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=40, help="seconds of training with no visitors first")
     ap.add_argument("--map_every", type=int, default=3, help="read the map after every k-th upload (0 = never)")
     ap.add_argument("--no_training", action="store_true")
+    ap.add_argument("--train_threads", type=int, default=2, help="the training run's CPU threads")
     args = ap.parse_args()
     print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
-    report = run_load(args.visitors, args.seconds, args.idle, args.map_every, not args.no_training)
+    report = run_load(args.visitors, args.seconds, args.idle, args.map_every, not args.no_training,
+                      train_threads=args.train_threads)
     print("\n".join(report.lines()))
 
 

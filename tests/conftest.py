@@ -59,3 +59,13 @@ def packed_cifar(tmp_path_factory, cifar) -> str:
     """500 train + 200 test real CIFAR-10 images (evenly spaced, so every class) in one packed .npz:
     loads in milliseconds without any decode cache."""
     return write_packed(tmp_path_factory.mktemp("packed") / "cifar_small.npz", cifar, 500, 200)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from leaks import SEEN
+
+    if SEEN["scanned"]:
+        terminalreporter.write_line(f"visitor messages scanned for server paths, environment values and tracebacks: "
+                                    f"{SEEN['scanned']}, leaking: {len(SEEN['leaking'])}")
+        for text, found in SEEN["leaking"][:10]:
+            terminalreporter.write_line(f"  {found}: {text!r}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from leaks import scan
 
-from bench.load import run_load
+from bench.load import ADMIN, run_load
 
 VISITORS = 20
 SECONDS = float(os.environ.get("VICREG_LOAD_SECONDS") or 120)
@@ -18,11 +19,12 @@ SECONDS = float(os.environ.get("VICREG_LOAD_SECONDS") or 120)
 
 @pytest.mark.reliability
 def test_twenty_visitors_while_training(tmp_path, cifar_root):
-    r = run_load(visitors=VISITORS, seconds=SECONDS, idle=30, work=str(tmp_path))
+    r = run_load(visitors=VISITORS, seconds=SECONDS, idle=30, work=str(tmp_path), train_threads=1)
     print("\n" + "\n".join(r.lines()))
     assert r.errors == [] and r.answered == r.sent and len(r.upload_s) >= VISITORS
     assert len(r.map_s) >= VISITORS  # every visitor also read the map
     assert r.training_runs == 1 and r.training_status == "running"  # one job, still going when they left
     assert len(r.start_replies) == VISITORS and all("already in progress" in x for x in r.start_replies)
     assert r.loaded_pairs_per_s > 0  # training went on while they worked
+    assert [x for x in r.start_replies + r.errors if scan(x, [ADMIN])] == []  # what visitors were told
     assert r.log.count("Traceback") == 0 and "Content-Length" not in r.log, r.log[-3000:]

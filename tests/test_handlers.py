@@ -14,7 +14,7 @@ import services.data
 from services.reports import REPORT_KEYS
 from services.settings import Settings
 from services.studio import Studio
-from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, preset_choices, scrub
+from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, UNLISTED, preset_choices, scrub
 from ui.eval_tab import NEEDS_DATA
 from ui.layout import Handlers
 from ui.train_handlers import preset_knobs, progress_html
@@ -160,7 +160,8 @@ def test_resume_uses_the_one_rule(setup, tiny, demo_pair):  # noqa: F811
     assert h.train.resume(tiny, 0, 1, "cpu", "") == (
         "⚠️ Cannot resume: tiny has finished its 1 planned epochs; ask for more epochs to train further "
         "(RE_TRAIN --epochs N trains N more)")
-    assert h.train.resume("/etc/passwd", 2, 1, "cpu", "") == "⚠️ Pick a checkpoint to resume from."
+    assert h.train.resume("/etc/passwd", 2, 1, "cpu", "") == "⚠️ " + UNLISTED
+    assert h.train.resume("", 2, 1, "cpu", "") == "⚠️ Pick a checkpoint to resume from."
     n = len(job.started)
     text = h.train.resume(tiny, 2, 1, "cpu", "")
     assert text == f"✅ run {n + 1} started: resuming tiny at epoch 1 step 2, to epoch 3"

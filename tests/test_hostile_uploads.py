@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from app_fixtures import demo_pair, offline_app, offline_env  # noqa: F401
 from hostile_cases import Case, cases, enc, photo
+from leaks import scan
 from PIL import Image
 
 from services.images import BadImage, decode_image
@@ -31,7 +32,6 @@ pytestmark = pytest.mark.reliability
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFUSED = "❌ This image cannot be used: "
 ACTION = re.compile(r"; (please )?(upload|open it|save|resize)")  # every refusal ends with what to do
-ABS_PATH = re.compile(r"(?:^|[\s(\"'=`])/(?:tmp|home|work|usr|etc|var|root|srv|opt|proc)\b")
 CLIENT_NAMES = ["café ☃.png", "<img src=x onerror=alert(1)>.png", "new\nline.png", "quote'\"s.png",
                 "%2e%2e%2fencoded.png", "x" * 200 + ".png"]
 # multipart file names only a hand-made request sends (ESCAPE: a unique name, checked for afterwards)
@@ -40,10 +40,9 @@ RAW_NAMES = [b"../../ESCAPE", b"/tmp/ESCAPE", b"..\\..\\ESCAPE", b"\xe9\xff.png"
 
 
 def leaks(text: str, secrets: list[str]) -> list[str]:
-    """What in a visitor's message should not be there: tracebacks, server paths, environment values, raw HTML."""
-    found = [s for s in secrets if s in text]
-    found += ["Traceback"] if "Traceback" in text else []
-    found += ["absolute path"] if ABS_PATH.search(text) else []
+    """What in a visitor's message should not be there: tracebacks, server paths, environment values
+    (tests/leaks.py, which counts the message for the session summary), and raw HTML."""
+    found = scan(text, secrets)
     found += ["raw HTML"] if re.search(r"<\s*[a-z!/]", text, re.I) else []
     return found
 

@@ -27,6 +27,9 @@ NO_CHECKPOINT = (
     "Train one first: the **Quick CPU demo** preset in the Train tab takes a few minutes on a CPU "
     "(use the button below), or load one from the Hugging Face Hub above."
 )
+# A checkpoint value that is not one of the listed ones (a stale page, or a client sending any path)
+UNLISTED = ("That checkpoint is not in the list (removed, renamed, or not a readable VICReg Studio checkpoint): "
+            "pick one from the list, or press ↻ Refresh list.")
 DATA_HELP = (
     "To use the full CIFAR-10 dataset, set the `VICREG_DATA` environment variable to a CIFAR-10 folder "
     "(an image folder with `train/<class>/` and `test/<class>/`, or torchvision's `cifar-10-batches-py` "

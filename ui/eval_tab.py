@@ -13,7 +13,7 @@ from vicreg.checkpoint import CheckpointError, checkpoint_stem
 from vicreg.data import DataError
 
 from . import charts
-from .common import DATA_HELP, esc, explain, failure, msg
+from .common import DATA_HELP, UNLISTED, esc, explain, failure, msg
 
 SIZES = {"Quick: 10,000 train / 2,000 test": (10000, 2000), "Full: 50,000 train / 10,000 test": (0, 0)}
 BASELINE = "random init"
@@ -76,6 +76,8 @@ class EvalHandlers:
     def stored(self, checkpoint) -> EvalOut:
         """The report a checkpoint carries, shown without computing anything."""
         path = self.studio.catalog.valid(checkpoint)
+        if checkpoint and not path:
+            return EvalOut(msg(UNLISTED, "warn"))
         if not path:
             return EvalOut(msg("No checkpoint selected: pick one above, or train one in the Train tab.", "info"))
         try:
@@ -96,6 +98,8 @@ class EvalHandlers:
 
     def evaluate(self, checkpoint, n_train, n_test, probe_epochs, progress=gr.Progress()) -> EvalOut:
         path = self.studio.catalog.valid(checkpoint)
+        if checkpoint and not path:
+            return EvalOut(msg(UNLISTED, "warn"))
         ntr, nte, ep = int(n_train or 0), int(n_test or 0), int(probe_epochs or 100)
         if ntr < 0 or nte < 0 or not 1 <= ep <= 1000:
             return EvalOut(msg("Image counts must be 0 or more and probe epochs 1-1000.", "error"))

@@ -19,7 +19,7 @@ from vicreg.checkpoint import CheckpointError
 from vicreg.data import DataError
 
 from . import charts
-from .common import DATA_HELP, QUICK, esc, failure, msg
+from .common import DATA_HELP, QUICK, UNLISTED, esc, failure, msg
 from .pictures import Pictures, Thumbnails
 
 N_NEIGHBOURS = 8
@@ -178,18 +178,23 @@ class ExploreHandlers:
     def _upload(self, file, checkpoint, progress) -> ExploreOut:
         if not file:
             return ExploreOut.only(status=msg("Choose an image file to upload.", "info"))
+        path = self.studio.catalog.valid(checkpoint)
+        if checkpoint and not path:
+            return ExploreOut.only(status=msg(UNLISTED, "warn"))
         d = self.studio.decode(file)
         fmt = f", {d.format}" if d.format else ""
         src = f"uploaded {os.path.basename(file)} ({d.size[0]}×{d.size[1]} {d.mode}{fmt})"
-        return self.analyse(d.pixels, src, d.notes, None, self.studio.catalog.valid(checkpoint), progress)
+        return self.analyse(d.pixels, src, d.notes, None, path, progress)
 
     def _test(self, i, checkpoint, progress) -> ExploreOut:
         data = self.studio.data.dataset()
         if i is None or not 0 <= int(i) < len(data.test):
             return ExploreOut.only(status=msg(f"Test image numbers run from 0 to {len(data.test) - 1}.", "warn"))
-        i = int(i)
+        i, path = int(i), self.studio.catalog.valid(checkpoint)
+        if checkpoint and not path:
+            return ExploreOut.only(status=msg(UNLISTED, "warn"))
         src = f"test image #{i} ({data.classes[int(data.test.labels[i])]})"
-        return self.analyse(data.test.images[i].numpy(), src, [], i, self.studio.catalog.valid(checkpoint), progress)
+        return self.analyse(data.test.images[i].numpy(), src, [], i, path, progress)
 
     def upload(self, image, checkpoint, progress=gr.Progress()) -> ExploreOut:
         return self._safe(lambda: self._upload(image, checkpoint, progress))

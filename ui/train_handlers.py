@@ -22,7 +22,7 @@ from vicreg.config import PRESETS, TrainConfig
 from vicreg.jobs import JobSnapshot, TrainingJob
 
 from . import charts
-from .common import KNOBS, base_config, esc, fmt_seconds, knob_overrides, knob_values, msg, scrub
+from .common import KNOBS, UNLISTED, base_config, esc, fmt_seconds, knob_overrides, knob_values, msg, scrub
 
 SAMPLE_NOTE = " on the embedded 2,000-image CIFAR-10 sample (the full dataset is not available here)"
 
@@ -169,7 +169,7 @@ class TrainHandlers:
             return err
         path = self.studio.catalog.valid(checkpoint)
         if not path:
-            return msg("Pick a checkpoint to resume from.", "warn")
+            return msg(UNLISTED if checkpoint else "Pick a checkpoint to resume from.", "warn")
         try:
             ckpt = Checkpoint(path, read_meta(path), {})
             total = epochs_after(ckpt, int(more_epochs)) if int(more_epochs or 0) else None

@@ -19,7 +19,7 @@ from vicreg.checkpoint import CheckpointError, checkpoint_stem
 from vicreg.data import DataError
 
 from . import charts
-from .common import NO_CHECKPOINT, esc, explain, msg
+from .common import NO_CHECKPOINT, UNLISTED, esc, explain, msg
 from .explore_handlers import ExploreHandlers
 
 
@@ -27,7 +27,7 @@ class UmapOut(NamedTuple):
     status: Any
     plot: Any = None
     result: Any = None
-    no_checkpoint: Any = None
+    no_checkpoint: Any = gr.skip()  # a layout block: None is not a valid value for it
 
 
 NO_MAP = UmapOut(msg("No trained checkpoint yet, so there is no meaningful map to show.", "warn"),
@@ -100,7 +100,7 @@ class UmapHandlers:
         """The map if it is ready without heavy work (cached, or stored in the sample); else a hint."""
         path = self.studio.catalog.valid(checkpoint)
         if not path:
-            return NO_MAP
+            return UmapOut(msg(UNLISTED, "warn")) if checkpoint else NO_MAP
 
         def run() -> UmapOut:
             t0 = time.perf_counter()
@@ -116,7 +116,7 @@ class UmapHandlers:
     def show(self, checkpoint, st, progress=gr.Progress()) -> UmapOut:
         path = self.studio.catalog.valid(checkpoint)
         if not path:
-            return NO_MAP
+            return UmapOut(msg(UNLISTED, "warn")) if checkpoint else NO_MAP
 
         def run() -> UmapOut:
             t0 = time.perf_counter()
