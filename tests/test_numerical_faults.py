@@ -61,6 +61,12 @@ def test_a_nan_loss_stops_the_cli_naming_the_step_and_keeps_the_last_good_checkp
     end = read_metrics(str(tmp_path / "ck" / "nan.metrics.jsonl"))[-1]
     assert end["kind"] == "end" and end["status"] == "failed" and "at step 4" in end["reason"]
 
+    # with the loss read back only every 5 steps (as on a GPU), a stop right after the NaN step must not save
+    # the broken weights over the good checkpoint
+    r = _cli(tmp_path, *resume, "--log_every", "5", fault="nan@3,stop:0:3")
+    assert r.returncode == 2 and "the weights stopped being finite by step 3" in r.stderr, r.stderr
+    assert file_sha256(str(ck)) == before and _finite(ck)
+
     r = _cli(tmp_path, *resume)  # the kept checkpoint is a good one: the run finishes from it
     assert r.returncode == 0 and "finished: trained 2 epochs" in r.stdout, r.stderr
     assert load_checkpoint(str(ck)).meta["step"] == 4 and _finite(ck)

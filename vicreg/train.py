@@ -90,6 +90,12 @@ class _Run:
         return ev
 
     def save(self, epoch: int, in_epoch: int) -> str:
+        # the loss is only read back every log_every steps (25 on a GPU): weights a NaN step broke since then
+        # must not overwrite the last good checkpoint (one check over the parameters, only when saving)
+        if not bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()):
+            raise FloatingPointError(f"the weights stopped being finite by step {self.step} (a NaN or Inf loss since "
+                                     "the last logged step), so the last good checkpoint was kept; lower the "
+                                     "learning rate (--lr)")
         # a mid-epoch stop also saves the augmentation streams (every rank's) so that resuming continues them
         meta = {"config": self.cfg.to_dict(), "epoch": epoch, "step": self.step, "step_in_epoch": in_epoch,
                 "complete": epoch >= self.cfg.epochs, "metrics": self.metrics, "runtime": self.rt.describe(),
