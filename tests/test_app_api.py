@@ -7,6 +7,7 @@ Hub endpoint points at a closed local port. A first start without the dataset: t
 import glob
 import io
 import os
+import re
 import threading
 import time
 
@@ -151,7 +152,9 @@ def test_explore_cifar_upload(client, app_server, cifar_root):  # noqa: F811
     assert [x["index"] for x in n] == arrays["indices"][order[:8]].tolist() and n[0]["index"] == 0  # itself first
     assert [x["similarity"] for x in n] == [round(float(s), 4) for s in sims[order[:8]]] and n[0]["similarity"] > 0.99
     assert [x["class"] for x in n] == [CLASSES[c] for c in arrays["labels"][order[:8]]]
-    assert [c["caption"] for c in nbrs] == [f"{x['class']} · {x['similarity']:.3f} · #{x['index']}" for x in n]
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", nbrs)  # inline thumbnails: no file per neighbour
+    assert captions == [f"{x['class']} · {x['similarity']:.3f} · #{x['index']}" for x in n]
+    assert nbrs.count("<img src='data:image/png;base64,") == 8
     votes = np.bincount(arrays["labels"][order[:20]], np.exp((sims[order[:20]] - sims[order[0]]) / 0.1), 10)
     assert list(info["guess"].values()) == pytest.approx((votes / votes.sum()).tolist(), abs=1e-6)
     assert info["prediction"] == guess["label"] == CLASSES[int(votes.argmax())] and info["embedding_dim"] == 512
