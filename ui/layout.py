@@ -49,7 +49,9 @@ class Handlers:
 
 def build_demo(studio: Studio, job: TrainingJob) -> gr.Blocks:
     h = Handlers.create(studio, job)
-    with gr.Blocks(title="VICReg Studio") as demo:
+    # uploads and gradio's own output copies older than an hour are deleted hourly: a public Space runs for
+    # weeks, and every visitor's upload lands in gradio's cache (ui/pictures.py sweeps the app's pictures)
+    with gr.Blocks(title="VICReg Studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# VICReg Studio\nVariance-Invariance-Covariance regularised self-supervised learning on "
                     "CIFAR-10: train, evaluate, and look inside the learned representation.")
         top = header.build(h.header)
