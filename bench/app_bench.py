@@ -61,7 +61,7 @@ def timed_uploads(url: str, checkpoint: str, files: list[str], download: bool) -
     from gradio_client import Client, handle_file
 
     # plain http on loopback: ssl_verify=False spares gradio_client a certificate store per request and
-    # per downloaded file (about 40 ms of CPU each), which would be timed as if it were the app's
+    # per downloaded file (about 28 ms of CPU each), which would be timed as if it were the app's
     c = Client(url, verbose=False, download_files=download, ssl_verify=False)
     c.predict(image=handle_file(files[0]), checkpoint=checkpoint, api_name="/explore_upload")  # warm-up
     wall, inner = [], []

@@ -13,7 +13,6 @@ uploads/s, latency p50/p95, training pairs/s idle vs loaded, and the server log'
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 
 from bench.app_bench import first_start_env, pct, photos
 from tests.helpers import AppProcess, demo_files
+from vicreg.metrics import read_metrics
 
 ADMIN = "load-bench-admin"
 VISITOR_RUN = dict(preset="quick_demo", epochs=1, batch_size=32, optimizer="lars", lr=0, train_subset=320,
@@ -34,17 +34,9 @@ VISITOR_RUN = dict(preset="quick_demo", epochs=1, batch_size=32, optimizer="lars
 def train_rate(metrics: str, t_from: float, t_to: float) -> tuple[float, int]:
     """Training pairs/s between two wall-clock times, from the run's metrics file (step events carry
     the run's elapsed seconds; the file's first line is the start event)."""
-    steps, batch = [], 0
-    with open(metrics, encoding="utf-8") as f:
-        for line in f:
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line
-            if ev.get("kind") == "start":
-                batch = ev["config"]["batch_size"]
-            elif ev.get("kind") == "step":
-                steps.append(ev)
+    events = read_metrics(metrics)  # the line being written now, if any, is skipped
+    batch = next((ev["config"]["batch_size"] for ev in events if ev["kind"] == "start"), 0)
+    steps = [ev for ev in events if ev["kind"] == "step"]
     if not steps:
         return 0.0, 0
     # map elapsed -> wall clock with the file's own clock: the last step was written at its mtime
@@ -85,7 +77,7 @@ class Visitor(threading.Thread):
 
         rng = random.Random(self.k)
         # plain http on loopback: without ssl_verify=False gradio_client builds a certificate store (about
-        # 40 ms of CPU) for every request and file download, and the load generator, not the app, saturates
+        # 28 ms of CPU) for every request and file download, and the load generator, not the app, saturates
         c = Client(self.url, verbose=False, download_files=self.folder, ssl_verify=False)
         n = 0
         if self.try_training:  # every visitor also tries to start a run of their own: one job at a time

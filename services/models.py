@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
@@ -25,6 +24,7 @@ from vicreg.files import file_sha256
 from vicreg.model import VICReg
 from vicreg.runtime import Runtime, make_runtime
 
+from .lru import Lru
 from .neighbours import l2_normalize
 from .views import view_pair
 
@@ -65,11 +65,10 @@ class FileHashes:
 
 class ModelCache:
     def __init__(self, device: str = "auto", precision: str = "auto", threads: int = 0, keep: int = 3):
-        self._device, self._precision, self._keep = device, precision, keep
+        self._device, self._precision = device, precision
         self.threads = threads or torch.get_num_threads()
         self._rt: Runtime | None = None
-        self._lock = threading.Lock()
-        self._models: OrderedDict[str, tuple[VICReg, TrainConfig]] = OrderedDict()
+        self._models: Lru[tuple[VICReg, TrainConfig]] = Lru(keep)
         self._pending_lock = threading.Lock()
         self._pending: list[tuple[str, np.ndarray, Future]] = []  # embed requests waiting for the light thread
         self._light = ThreadPoolExecutor(1, thread_name_prefix="vicreg-light", initializer=torch.set_num_threads,
@@ -83,17 +82,7 @@ class ModelCache:
 
     def get(self, path: str | None) -> tuple[VICReg, TrainConfig]:
         """The checkpoint's model in eval mode; path None = the random-initialised baseline."""
-        key = model_key(path)
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-        model, cfg, _ = load_model(path, self.rt)
-        with self._lock:
-            self._models[key] = (model, cfg)
-            while len(self._models) > self._keep:
-                self._models.popitem(last=False)
-        return model, cfg
+        return self._models.get(model_key(path), lambda: load_model(path, self.rt)[:2])
 
     def embed(self, path: str, pixels: np.ndarray) -> np.ndarray:
         """512-d backbone embedding of one (3, 32, 32) uint8 image.

@@ -7,7 +7,7 @@ request truncates and refills it, and the server fails with h11's "Too little da
 Content-Length". Here a picture is written once, under its content hash, by an atomic rename; a
 later request for the same pixels reuses the file. It also saves the work: the 8 neighbour
 thumbnails of an upload are almost always on disk already, and PNG at compression level 1 encodes a
-160-px pixel-art image about 10x faster than gradio's default WebP.
+160-px pixel-art image about 4.7x faster than gradio's default WebP (0.9 ms against 4.2 ms), in half the bytes.
 
 The files live in gradio's upload folder so gradio serves them without copying them again (it
 copies anything outside that folder into it). Files unused for `keep_seconds` are swept now and
@@ -22,12 +22,12 @@ import io
 import os
 import threading
 import time
-from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from services.lru import Lru
 from vicreg.files import atomic_write
 
 
@@ -98,19 +98,7 @@ class Thumbnails:
     per (data source, index) and kept for the most recent `keep`; a neighbour list is then plain HTML."""
 
     def __init__(self, keep: int = 4096):
-        self.keep = keep
-        self._lock = threading.Lock()
-        self._uris: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._uris: Lru[str] = Lru(keep)
 
     def get(self, source: str, index: int, hwc: Callable[[], np.ndarray]) -> str:
-        key = (source, index)
-        with self._lock:
-            if key in self._uris:
-                self._uris.move_to_end(key)
-                return self._uris[key]
-        uri = png_data_uri(hwc())
-        with self._lock:
-            self._uris[key] = uri
-            while len(self._uris) > self.keep:
-                self._uris.popitem(last=False)
-        return uri
+        return self._uris.get((source, index), lambda: png_data_uri(hwc()))

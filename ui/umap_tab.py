@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -14,6 +12,7 @@ import gradio as gr
 import numpy as np
 from gradio.components.plot import PlotData
 
+from services.lru import Lru
 from services.studio import Studio
 from vicreg.checkpoint import CheckpointError, checkpoint_stem
 from vicreg.data import DataError
@@ -62,22 +61,13 @@ def _marker(st, path) -> dict | None:
 class UmapHandlers:
     def __init__(self, studio: Studio):
         self.studio = studio
-        self._lock = threading.Lock()
-        self._bases: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self._bases: Lru[dict] = Lru(4)
 
     def _base(self, index, coords) -> dict:
         """The map without a star as plotly JSON, built once per (index, coordinates)."""
         key = (index.key, hashlib.blake2b(np.ascontiguousarray(coords).tobytes(), digest_size=16).hexdigest())
-        with self._lock:
-            if key in self._bases:
-                self._bases.move_to_end(key)
-                return self._bases[key]
-        base = json.loads(charts.umap_figure(coords, index.labels, index.indices, index.classes).to_json())
-        with self._lock:
-            self._bases[key] = base
-            while len(self._bases) > 4:
-                self._bases.popitem(last=False)
-        return base
+        return self._bases.get(key, lambda: json.loads(
+            charts.umap_figure(coords, index.labels, index.indices, index.classes).to_json()))
 
     def _figure(self, path: str, coords, st, how: str, seconds: float) -> UmapOut:
         index = self.studio.maps.index(path)
