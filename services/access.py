@@ -1,53 +1,87 @@
 """Who may do what on a shared server. Checked in the handlers, so the API obeys the same rules as
 the page (a hidden button is no protection: anyone can call the endpoint with gradio_client).
 
-With no admin secret configured (VICREG_ADMIN_TOKEN unset) the app is a private tool: whoever can
-reach it may do everything. With one set it is a public demo:
+A public demo (`public`) whenever strangers can reach the app (on a Space, or bound to an address
+other than loopback: services/exposure.py) or an admin secret (VICREG_ADMIN_TOKEN) is set:
 - the admin (whoever gives the secret) may do everything;
 - a visitor may start a run no larger than the Quick CPU demo, which stops by itself after
   `visitor_minutes` (so nobody can hold a free Space for hours), and only that visitor's session
   or the admin can stop it; everyone else watches it live;
-- resuming a checkpoint, downloading from the Hub and downloading CIFAR-10 need the secret.
+- resuming a checkpoint, downloading from the Hub and downloading CIFAR-10 need the secret. With no
+  secret set there is no admin: these are refused with a message telling the owner how to set one.
+A private tool (everyone may do everything) only on loopback with no secret set, or when the owner
+opts out with VICREG_OPEN_ACCESS=1 (logged as a warning at start).
 """
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
 
 from vicreg.config import TrainConfig
 
 QUICK = "quick_demo"
 VISITOR_MINUTES = 10.0
+HOW_TO_SET = ("the owner sets an admin secret named VICREG_ADMIN_TOKEN (a secret in the Space's settings on Hugging "
+              "Face, or an environment variable where the app runs) and restarts the app")
 
 
 @dataclass(frozen=True)
 class Access:
     admin_token: str | None = None
     visitor_minutes: float = VISITOR_MINUTES
+    reachable: bool = False  # strangers can reach the app (services/exposure.py)
+    open_access: bool = False  # VICREG_OPEN_ACCESS=1: the owner lets everyone who reaches it do everything
+
+    @property
+    def secret_set(self) -> bool:
+        return bool(self.admin_token)
 
     @property
     def public(self) -> bool:
-        return bool(self.admin_token)
+        """Visitor rules apply (to everyone but the admin)."""
+        return self.secret_set or (self.reachable and not self.open_access)
 
     def is_admin(self, secret: str | None) -> bool:
-        if not self.admin_token:
-            return True
+        if not self.secret_set:
+            return not self.public  # a private tool: everyone; public with no secret: no one
         return bool(secret) and hmac.compare_digest(str(secret).encode(), self.admin_token.encode())
 
     def wrong_secret(self, secret: str | None) -> str | None:
         """A message when a secret was given and is wrong (an empty one means "I am a visitor")."""
         if self.public and secret and not self.is_admin(secret):
-            return "Wrong admin secret."
+            return "Wrong admin secret." if self.secret_set else self.no_secret_note()
         return None
 
     def admin_only(self, secret: str | None, action: str) -> str | None:
         """None if the caller may do `action` (words such as "resume training"), else why not."""
         if self.is_admin(secret):
             return None
+        if not self.secret_set:
+            return f"On this public server only the admin may {action}, and no admin secret is set: to allow it, " \
+                   f"{HOW_TO_SET}."
         if secret:
             return "Wrong admin secret."
         return (f"On this shared server only the admin may {action}; enter the admin secret in the "
                 "'Admin secret' box at the top of the page.")
+
+    def no_secret_note(self) -> str:
+        return f"This public server has no admin secret, so there is no admin here: to have one, {HOW_TO_SET}."
+
+    def startup_note(self) -> tuple[int, str]:
+        """(logging level, text) for the server log at start: who may do what here, and how to change it."""
+        if self.secret_set:
+            ignored = " (VICREG_OPEN_ACCESS is ignored while a secret is set)" if self.open_access else ""
+            return logging.INFO, f"public demo: visitor rules for everyone; the admin secret lifts them{ignored}"
+        if self.open_access:
+            return logging.WARNING, ("VICREG_OPEN_ACCESS=1: everyone who can reach this server may do everything "
+                                     "(start any run, resume, download)" + (" and it is reachable by other machines"
+                                                                           if self.reachable else ""))
+        if self.public:
+            return logging.WARNING, ("reachable by other machines and no VICREG_ADMIN_TOKEN set: visitor rules apply "
+                                     "to everyone and admin-only actions (resume, Hub and CIFAR-10 downloads, larger "
+                                     "runs) are refused; set VICREG_ADMIN_TOKEN to have an admin")
+        return logging.INFO, "listening on loopback only: a private tool, everything allowed"
 
     def visitor_run_error(self, cfg: TrainConfig) -> str | None:
         """None if a visitor may start this run: at most the Quick CPU demo's images per epoch times
@@ -65,8 +99,11 @@ class Access:
             too_big.append("no torch.compile")
         if not too_big:
             return None
+        what = ("Pick the Quick CPU demo preset, or enter the admin secret." if self.secret_set else
+                f"Pick the Quick CPU demo preset. Larger runs need an admin secret, and none is set here: to have "
+                f"one, {HOW_TO_SET}.")
         return ("On this shared server a visitor's run may be at most the size of the Quick CPU demo: "
-                + "; ".join(too_big) + ". Pick the Quick CPU demo preset, or enter the admin secret.")
+                + "; ".join(too_big) + ". " + what)
 
     @property
     def visitor_seconds(self) -> float:

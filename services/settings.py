@@ -1,12 +1,18 @@
 """The app's settings, read from the environment only when `Settings.from_env()` is called.
 
-Environment: VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the embedded CIFAR-10
-sample; default assets/cifar10_sample.npz), VICREG_DEFAULT_CHECKPOINT (the model selected at start;
-default checkpoints/cpu90.safetensors), VICREG_CHECKPOINTS (the checkpoint folder), VICREG_CACHE
-(feature / map / evaluation caches), VICREG_ADMIN_TOKEN (if set, the app is a public demo: see
-services/access.py), VICREG_VISITOR_MINUTES (10: how long a visitor's run may train on a public demo),
-VICREG_MAX_UPLOAD_MB (20), VICREG_MAX_PIXELS (40 million), VICREG_MAP_POINTS (10000 test images on the
-map), VICREG_APP_THREADS (torch threads for heavy work; 0 = torch's default).
+Environment: VICREG_STORAGE (a folder that survives restarts: checkpoints, caches and downloaded data go
+to its checkpoints/, cache/ and data/; on a Space with persistent storage, /data is used without it:
+vicreg.config.storage_root), VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the
+embedded CIFAR-10 sample; default assets/cifar10_sample.npz), VICREG_DEFAULT_CHECKPOINT (the model
+selected at start; default checkpoints/cpu90.safetensors), VICREG_CHECKPOINTS (the checkpoint folder),
+VICREG_CACHE (feature / map / evaluation caches), GRADIO_SERVER_NAME (the address to listen on;
+default 127.0.0.1, 0.0.0.0 on a Space: services/exposure.py), SPACE_ID (set by Hugging Face Spaces),
+VICREG_ADMIN_TOKEN (the admin secret of a public demo: services/access.py), VICREG_OPEN_ACCESS (1: a
+server others can reach lets everyone do everything), VICREG_VISITOR_MINUTES (10: how long a visitor's
+run may train on a public demo), VICREG_VISITOR_KEEP (3) and VICREG_VISITOR_MB (1024: what is kept of
+visitors' runs, services/visitors.py), VICREG_MAX_UPLOAD_MB (20), VICREG_MAX_PIXELS (40 million),
+VICREG_MAP_POINTS (10000 test images on the map), VICREG_APP_THREADS (torch threads for heavy work; 0 =
+the CPUs this process may use, vicreg.runtime.available_cpus).
 """
 from __future__ import annotations
 
@@ -14,9 +20,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from vicreg.config import DEFAULT_DATA_ROOT
+from vicreg.config import DEFAULT_DATA_ROOT, default_cache_dir, default_checkpoint_dir, default_data_root
+from vicreg.runtime import available_cpus
 
-from .access import VISITOR_MINUTES
+from . import exposure, gpu, visitors
+from .access import VISITOR_MINUTES, Access
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The shipped demo model and the embedded CIFAR-10 sample that make a fresh clone useful offline.
@@ -34,7 +42,7 @@ def _short(path: str) -> str:
 
 
 def _home_cache() -> str:
-    return os.path.join(os.path.expanduser("~"), ".cache", "vicreg")
+    return default_cache_dir({})  # no storage, no variable: the user's cache folder
 
 
 @dataclass(frozen=True)
@@ -46,10 +54,15 @@ class Settings:
     cache_dir: str = field(default_factory=_home_cache)
     admin_token: str | None = None
     visitor_minutes: float = VISITOR_MINUTES
+    visitor_keep: int = visitors.KEEP
+    visitor_mb: float = visitors.MAX_MB
+    host: str = exposure.LOCAL  # the address the app listens on
+    space: bool = False  # running on a Hugging Face Space
+    open_access: bool = False
     max_upload_mb: float = MAX_UPLOAD_MB
     max_pixels: int = MAX_PIXELS
     map_points: int = MAP_POINTS
-    threads: int = 0  # 0 = torch's default
+    threads: int = field(default_factory=available_cpus)
     device: str = "auto"
     precision: str = "auto"
 
@@ -57,19 +70,36 @@ class Settings:
     def max_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
+    @property
+    def reachable(self) -> bool:
+        """Strangers can reach the app (on a Space, or bound to a non-loopback address)."""
+        return exposure.reachable(self.host, self.space)
+
+    def access(self) -> Access:
+        return Access(self.admin_token, self.visitor_minutes, self.reachable, self.open_access)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, host: str | None = None) -> "Settings":
+        """`host`: the address asked for on the command line (app.py --host), if any."""
         env = os.environ if env is None else env
         return cls(
-            data_root=env.get("VICREG_DATA") or DEFAULT_DATA_ROOT,
+            data_root=default_data_root(env),
             sample=env.get("VICREG_SAMPLE") or _short(SAMPLE),
             default_checkpoint=env.get("VICREG_DEFAULT_CHECKPOINT") or _short(DEFAULT_CHECKPOINT),
-            checkpoint_dir=env.get("VICREG_CHECKPOINTS") or "checkpoints",
-            cache_dir=env.get("VICREG_CACHE") or _home_cache(),
+            checkpoint_dir=default_checkpoint_dir(env),
+            cache_dir=default_cache_dir(env),
             admin_token=env.get("VICREG_ADMIN_TOKEN") or None,
             visitor_minutes=float(env.get("VICREG_VISITOR_MINUTES") or VISITOR_MINUTES),
+            visitor_keep=int(env.get("VICREG_VISITOR_KEEP") or visitors.KEEP),
+            visitor_mb=float(env.get("VICREG_VISITOR_MB") or visitors.MAX_MB),
+            host=exposure.bind_host(env, host),
+            space=exposure.on_space(env),
+            open_access=exposure.flag(env.get("VICREG_OPEN_ACCESS")),
             max_upload_mb=float(env.get("VICREG_MAX_UPLOAD_MB") or MAX_UPLOAD_MB),
             max_pixels=int(env.get("VICREG_MAX_PIXELS") or MAX_PIXELS),
             map_points=int(env.get("VICREG_MAP_POINTS") or MAP_POINTS),
-            threads=int(env.get("VICREG_APP_THREADS") or 0),
+            threads=int(env.get("VICREG_APP_THREADS") or 0) or available_cpus(),
+            # on ZeroGPU `spaces` makes CUDA look available in the main process, where no GPU exists outside
+            # a spaces.GPU call: the app's own models stay on the CPU there (training runs in the calls)
+            device="cpu" if gpu.zero_gpu(env) else "auto",
         )

@@ -8,7 +8,6 @@ import threading
 from vicreg.config import TrainConfig
 from vicreg.data import Dataset
 
-from .access import Access
 from .catalog import Catalog
 from .data import DataSource
 from .images import Decoded, decode_image
@@ -16,6 +15,7 @@ from .maps import MapStore
 from .models import FileHashes, ModelCache
 from .reports import ReportStore
 from .settings import Settings
+from .visitors import VisitorRuns
 
 
 class Studio:
@@ -28,15 +28,17 @@ class Studio:
         self.maps = MapStore(self.models, self.data, self.hashes, s.cache_dir, s.map_points, self.heavy)
         self.reports = ReportStore(self.models, self.data, s.cache_dir, self.heavy)
         self.catalog = Catalog(s.checkpoint_dir, s.default_checkpoint)
-        self.access = Access(s.admin_token, s.visitor_minutes)
+        self.access = s.access()
+        self.visitors = VisitorRuns(s.checkpoint_dir, s.visitor_keep, s.visitor_mb)  # what is kept of visitors' runs
 
     @classmethod
-    def from_env(cls) -> "Studio":
-        return cls(Settings.from_env())
+    def from_env(cls, host: str | None = None) -> "Studio":
+        """`host`: the address asked for on the command line, if any (services/exposure.py)."""
+        return cls(Settings.from_env(host=host))
 
     @property
     def threads(self) -> int:
-        """torch threads for heavy work and training (VICREG_APP_THREADS, else torch's default)."""
+        """torch threads for heavy work and training (VICREG_APP_THREADS, else the CPUs this process may use)."""
         return self.models.threads
 
     @property

@@ -5,7 +5,7 @@
 Reads and writes plain .npy files (no pickle). The k-nearest-neighbour graph is computed here
 exactly (cosine, one matrix product per chunk) and handed to UMAP as `precomputed_knn`, which
 skips pynndescent and its numba compilation, the larger part of a first fit at the map sizes the app
-uses (README, "The app" has the timings). Only numpy, umap and vicreg.files
+uses (docs/benchmarks.md has the timings). Only numpy, umap and vicreg.files
 are imported; umap inside `fit`, so that importing this module (tests do) stays cheap.
 """
 from __future__ import annotations

@@ -32,7 +32,7 @@ class Header:
     checkpoint: gr.Dropdown
     data_status: gr.Markdown
     download: gr.Button
-    secret: gr.Textbox  # the admin secret of a public demo (services/access.py); hidden when there is none
+    secret: gr.Textbox  # the admin secret of a public demo (services/access.py); hidden when none is set
     changed: list  # events after which the selected checkpoint may have changed (refresh, Hub download)
 
 
@@ -90,7 +90,7 @@ def build(h: HeaderHandlers) -> Header:
         ckpt = gr.Dropdown(choices, value=h.studio.catalog.preferred(None, choices), allow_custom_value=True, scale=4,
                            label="Checkpoint (Evaluate / Explore / UMAP)", elem_id="checkpoint")
         refresh = gr.Button("↻ Refresh list", scale=0, min_width=120)
-        secret = gr.Textbox(label="Admin secret", type="password", visible=h.studio.access.public, scale=1,
+        secret = gr.Textbox(label="Admin secret", type="password", visible=h.studio.access.secret_set, scale=1,
                             elem_id="admin-secret")
     with gr.Accordion("Load a checkpoint from the Hugging Face Hub", open=False):
         with gr.Row():

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 
 from services.studio import Studio
+from services.visitors import visitor_name
 from vicreg.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -136,6 +137,8 @@ class TrainHandlers:
         values = dict(zip(KNOBS, (name, epochs, batch_size, optimizer, lr, train_subset, inv_coeff, var_coeff,
                                   cov_coeff, knn_train, knn_test, warmup_epochs)))
         admin = access.is_admin(secret)
+        if not admin:  # a visitor's run gets a name of its own, kept only a while (services/visitors.py)
+            values["name"] = visitor_name(values["name"])
         try:
             cfg = self.config(preset, values, device, threads if admin else min(self._threads(threads),
                                                                                 self.studio.threads))
@@ -145,6 +148,8 @@ class TrainHandlers:
             return StartOut(msg(esc(err), "error"), owner)
         token = None if admin else secrets.token_hex(16)
         limit = None if admin else access.visitor_seconds
+        if not admin:
+            self.studio.visitors.before_run(self.job)
         ok, text = self.job.start(cfg, owner=token, time_limit=limit)
         if not ok:
             return StartOut(msg(f"Not started: {esc(text)}.", "warn"), owner)
@@ -196,6 +201,8 @@ class TrainHandlers:
         bs = snap.start.config.get("batch_size") if snap.start else None
         ck = rs = gr.skip()
         if last_seen is None or last_seen[:2] != version[:2] or last_seen[3] != version[3]:  # new checkpoints?
+            if self.studio.access.public:
+                self.studio.visitors.after_run(self.job)
             choices = self.studio.catalog.choices()
             ck = gr.update(choices=choices, value=self.studio.catalog.preferred(checkpoint, choices))
             rs = gr.update(choices=choices, value=resume_checkpoint if resume_checkpoint in dict(choices).values()

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 import gradio as gr
 import torch
 
+from services import gpu
+from vicreg.chunks import ChunkPlan
+from vicreg.config import PRESETS
 from vicreg.runtime import make_runtime
 
 from . import charts
-from .common import KNOBS, QUICK, base_config, knob_values, msg, preset_choices
+from .common import CUSTOM, KNOBS, QUICK, base_config, knob_values, msg, preset_choices
 from .train_handlers import PollOut, TrainHandlers, preset_knobs, progress_html
 
 COLLAPSE_NOTE = (
@@ -57,11 +60,35 @@ def devices() -> list[str]:
     return out
 
 
-def describe_device(dev: str) -> str:
+GPU = "gpu"
+GPU_ON_CPU = ("The GPU recipe is meant for a GPU: on this device it takes more than a day (about 24 times the "
+              "default model's 90-minute CPU recipe). Pick a CUDA device, or a CPU preset.")
+
+
+def gpu_label(cuda: bool) -> str:
+    p = PRESETS[GPU]
+    shape = f"LARS, batch {p['batch_size']}, {p['epochs']} epochs"
+    return f"GPU recipe ({shape})" if cuda else f"GPU recipe ({shape}; meant for a GPU)"
+
+
+def presets(cuda: bool) -> list[tuple[str, str]]:
+    """The preset choices, the GPU recipe before Custom, labelled for whether this machine has a GPU."""
+    listed = [c for c in preset_choices() if c[1] not in (GPU, CUSTOM)]
+    return listed + ([(gpu_label(cuda), GPU)] if GPU in PRESETS else []) + [("Custom", CUSTOM)]
+
+
+def describe_device(dev: str, preset: str | None = None, chunks: ChunkPlan | None = None) -> str:
+    """The device a run on `dev` uses, how it is run (ZeroGPU calls), and a warning for the GPU recipe on a CPU."""
     try:
-        return f"**Device:** {make_runtime(dev).describe()}"
+        rt = make_runtime(dev)
     except ValueError as e:
         return msg(str(e), "warn")
+    lines = [f"**Device:** {rt.describe()}"]
+    if chunks is not None:
+        lines.append(msg(chunks.note, "info"))
+    if preset == GPU and rt.device.type == "cpu":
+        lines.append(msg(GPU_ON_CPU, "warn"))
+    return "\n\n".join(lines)
 
 
 def _knobs(threads_default: int) -> tuple[list, gr.Number]:
@@ -89,19 +116,26 @@ def _knobs(threads_default: int) -> tuple[list, gr.Number]:
 
 
 def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox) -> TrainTab:
+    # before anything asks torch about CUDA: on ZeroGPU this imports `spaces` and decorates the GPU calls,
+    # which must happen before the app launches
+    if h.job.chunks is None:
+        h.job.chunks = gpu.chunk_plan(h.studio.settings.cache_dir)
     gr.Markdown("Self-supervised VICReg pre-training of a ResNet-18 on CIFAR-10. The run continues in the "
                 "server when you close or reload the page; one run at a time is shared by all visitors.")
     with gr.Row():
-        preset = gr.Radio(preset_choices(), value=QUICK, label="Preset", scale=3, elem_id="train-preset")
+        preset = gr.Radio(presets(torch.cuda.is_available()), value=QUICK, label="Preset", scale=3,
+                          elem_id="train-preset")
         device = gr.Dropdown(devices(), value="auto", label="Device", scale=1)
-    device_md = gr.Markdown(describe_device("auto"))
+    device_md = gr.Markdown(describe_device("auto", QUICK, h.job.chunks), elem_id="train-device")
     knobs, threads = _knobs(h.studio.threads)
     assert len(knobs) == len(KNOBS)
     gr.Markdown(COLLAPSE_NOTE)
     if h.studio.access.public:
+        lift = ("The admin secret lifts these limits." if h.studio.access.secret_set
+                else "This server has no admin secret, so the limits apply to everyone.")
         gr.Markdown(f"This is a shared demo: you may start a run up to the size of the Quick CPU demo. It stops by "
                     f"itself after {h.studio.access.visitor_minutes:g} minutes, and only you (or the admin) can stop "
-                    "it; everyone else watches it live. The admin secret lifts these limits.",
+                    "it; everyone else watches it live. " + lift,
                     elem_id="train-public-note")
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="train-start")
@@ -125,7 +159,12 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox) -> TrainTab:
     tab = TrainTab(preset, device, knobs, threads, secret, start_btn, stop_btn, resume_from, more, resume_btn, message,
                    progress, loss_plot, lr_plot, health_plot, knn_plot, status_json, seen, ckpt)
     preset.change(preset_knobs, preset, knobs, api_visibility="private")
-    device.change(describe_device, device, device_md, api_visibility="private")
+
+    def device_note(dev: str, chosen: str) -> str:
+        return describe_device(dev, chosen, h.job.chunks)
+
+    for source in (preset, device):
+        source.change(device_note, [device, preset], device_md, api_visibility="private")
     owner = gr.State(None)  # this visitor's token for the run they started (services/access.py)
     start_btn.click(h.start, [preset, *knobs, threads, device, secret, owner], [message, owner], api_name="train_start",
                     concurrency_limit=None)

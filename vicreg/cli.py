@@ -39,11 +39,12 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "train_subset": ("train_subset", int, "train on N evenly spaced training images (0: all)"),
     "device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
     "precision": ("precision", str, "auto, bf16 or fp32"),
-    "threads": ("threads", int, "torch CPU threads (0: torch's default); use 1 on a shared CPU"),
+    "threads": ("threads", int, "torch CPU threads (0: the CPUs this process may use); use 1 on a shared CPU"),
     "log_every": ("log_every", int, "steps between metric read-backs (0: every step on CPU, 25 on GPU)"),
     "knn_test": ("knn_test", int, "per-epoch kNN monitor: test images queried (0: off)"),
     "name": ("name", str, "run name: saved as <checkpoint_dir>/<name>.safetensors"),
-    "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS)"),
+    "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS, else "
+                       "<VICREG_STORAGE>/checkpoints)"),
     "data": ("data", str, "image folder with train/ and test/, a packed .npz, or a torchvision CIFAR-10 root "
              "(env VICREG_DATA)"),
 }

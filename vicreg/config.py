@@ -4,23 +4,47 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
-# Used when VICREG_DATA is unset: torchvision downloads CIFAR-10 here.
+# Used when VICREG_DATA is unset and there is no persistent storage: torchvision downloads CIFAR-10 here.
 DEFAULT_DATA_ROOT = "data"
+# A Hugging Face Space's persistent storage, when the Space has it: the only folder there that survives a
+# restart (everything else written at run time is lost with the container).
+SPACE_STORAGE = "/data"
 
 
-def default_data_root() -> str:
+def storage_root(env: Mapping[str, str] | None = None) -> str | None:
+    """Where files that should survive a restart go: VICREG_STORAGE, else a Space's persistent storage
+    when the Space has it (SPACE_ID set and /data a writable folder), else None (the working folder).
+    The one rule for checkpoints, caches and downloaded data, read when called (never at import)."""
+    env = os.environ if env is None else env
+    if env.get("VICREG_STORAGE"):
+        return env["VICREG_STORAGE"]
+    if env.get("SPACE_ID") and os.path.isdir(SPACE_STORAGE) and os.access(SPACE_STORAGE, os.W_OK | os.X_OK):
+        return SPACE_STORAGE
+    return None
+
+
+def _located(env: Mapping[str, str] | None, variable: str, sub: str, fallback: str) -> str:
+    """`variable` if set, else `<storage>/<sub>`, else `fallback`."""
+    env = os.environ if env is None else env
+    if env.get(variable):
+        return env[variable]
+    root = storage_root(env)
+    return os.path.join(root, sub) if root else fallback
+
+
+def default_data_root(env: Mapping[str, str] | None = None) -> str:
     """Read when a config or parser is built (never at import), so a process can set it first."""
-    return os.environ.get("VICREG_DATA", DEFAULT_DATA_ROOT)
+    return _located(env, "VICREG_DATA", "data", DEFAULT_DATA_ROOT)
 
 
-def default_checkpoint_dir() -> str:
-    return os.environ.get("VICREG_CHECKPOINTS", "checkpoints")
+def default_checkpoint_dir(env: Mapping[str, str] | None = None) -> str:
+    return _located(env, "VICREG_CHECKPOINTS", "checkpoints", "checkpoints")
 
 
-def default_cache_dir() -> str:
-    return os.environ.get("VICREG_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vicreg"))
+def default_cache_dir(env: Mapping[str, str] | None = None) -> str:
+    return _located(env, "VICREG_CACHE", "cache", os.path.join(os.path.expanduser("~"), ".cache", "vicreg"))
 
 
 @dataclass
@@ -91,7 +115,7 @@ class TrainConfig:
     knn_train: int = 5000  # per-epoch kNN monitor: bank size taken from train
     knn_test: int = 1000  # and queries taken from test; 0 disables it
     log_every: int = 0  # 0 = auto: every step on CPU, every 25 steps on GPU (each read-back syncs)
-    threads: int = 0  # 0 = leave torch's default
+    threads: int = 0  # 0 = the CPUs this process may use (vicreg.runtime.available_cpus)
     data: str = field(default_factory=default_data_root)
     name: str = "vicreg_model"
     checkpoint_dir: str = field(default_factory=default_checkpoint_dir)
@@ -183,13 +207,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick_demo": dict(epochs=3, batch_size=64, optimizer="lars", train_subset=2000, knn_train=1000, knn_test=250,
                        warmup_epochs=0.5),
     # 30 minutes on a 2-core AVX-512-bf16 CPU: small batches with a low AdamW rate learn the most per
-    # image seen at this budget (README, "Results").
+    # image seen at this budget (docs/recipes.md).
     "cpu30": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=2, train_subset=42000, warmup_epochs=0.1),
     # The shipped default model: about 90 minutes on a 2-core AVX-512-bf16 CPU. The cpu30 recipe over the
     # whole training split for 7 epochs, with 24-px training views: they cost ~0.6x the compute of
     # 32-px ones, so the budget sees more pairs, and the fully-convolutional backbone still
-    # evaluates on 32-px images (README, "Results" has the search that chose this).
+    # evaluates on 32-px images (docs/recipes.md has the search that chose this).
     "cpu90": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=7, warmup_epochs=0.5, augment=dict(view_size=24)),
     # The paper's CIFAR-10 recipe shape (LARS, batch 128, 20 epochs by default; more on a GPU).
     "full": dict(),
+    # The same recipe sized for one GPU: LARS at base lr 0.3 (x batch/256 = 0.3), wd 1e-4, batch 256 and a
+    # 10-epoch warm-up, as the usual CIFAR-10 VICReg recipes train it. VICReg on CIFAR-10 keeps improving for
+    # hundreds of epochs (those recipes train 1,000); 100 is a run one GPU finishes in a sitting, and about
+    # 24x the compute of cpu90 (more than a day on a 2-core CPU), so it is meant for a GPU. No torch.compile:
+    # ZeroGPU does not support it.
+    "gpu": dict(optimizer="lars", batch_size=256, epochs=100, warmup_epochs=10),
 }

@@ -1,7 +1,7 @@
 """Data-parallel training under `torchrun`: process group, the global-batch gather, synced BatchNorm,
 stop agreement and the per-rank pieces of a checkpoint. Everything here is a no-op for one process.
 
-Design (README, "More than one GPU"):
+Design (docs/gpu.md):
 - `--batch_size` is the GLOBAL batch; it must divide by the world size. The epoch's order is the same
   pure function of (seed, epoch) on every rank, and rank r takes the r-th contiguous slice of each
   global batch, so the learning rate (scaled by the global batch) and steps per epoch do not change

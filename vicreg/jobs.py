@@ -3,15 +3,20 @@
 The job owns a thread that drains the training generator into an in-memory event log; callers
 poll `snapshot()`. Closing or reloading a page does not touch the thread, so a reloaded page sees
 the same run. `start` is atomic: concurrent Start requests produce one job.
+
+With a `ChunkPlan` (on ZeroGPU, services/gpu.py) each run is made of bounded calls (vicreg/chunks.py)
+that the snapshot shows as one continuous run: one run_id, steps that accumulate, "running" between calls.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .chunks import ChunkPlan, run_chunked
 from .config import TrainConfig
 from .data import Dataset
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent
@@ -45,7 +50,9 @@ class JobSnapshot:
 
 
 class TrainingJob:
-    def __init__(self, data_loader: Callable[[TrainConfig], Dataset] | None = None, max_steps_kept: int = 20000):
+    def __init__(self, data_loader: Callable[[TrainConfig], Dataset] | None = None, max_steps_kept: int = 20000,
+                 chunks: ChunkPlan | None = None):
+        self.chunks = chunks  # None: each run trains in this process, in one piece
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -75,8 +82,11 @@ class TrainingJob:
             self._start, self._steps, self._epochs, self._end = None, [], [], None
             self._owner, self._time_limit, self._timed_out = owner, time_limit, False
             self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, args=(cfg, resume, self._stop, self._run_id), daemon=True,
-                                            name="vicreg-train")
+            # a chunked run's calls are made in the context of the request that started it: ZeroGPU reads the
+            # visitor from there (whose GPU quota the calls use)
+            ctx = contextvars.copy_context() if self.chunks is not None else contextvars.Context()
+            self._thread = threading.Thread(target=ctx.run, args=(self._run, cfg, resume, self._stop, self._run_id),
+                                            daemon=True, name="vicreg-train")
             self._thread.start()
             return True, f"run {self._run_id} started"
 
@@ -138,8 +148,12 @@ class TrainingJob:
             timer.daemon = True
             timer.start()
         try:
-            data = self._data_loader(cfg) if self._data_loader else None
-            for ev in train(cfg, stop=stop, resume=resume, data=data):
+            data = self._data_loader(cfg) if self._data_loader else None  # also checks the data is there
+            if self.chunks is not None:  # each call loads the data itself, from cfg.data
+                events = run_chunked(cfg, stop, resume, self.chunks)
+            else:
+                events = train(cfg, stop=stop, resume=resume, data=data)
+            for ev in events:
                 self._record(run_id, ev)
         except Exception as e:  # data loading failed before the generator could report it
             self._record(run_id, EndEvent("failed", f"{type(e).__name__}: {e}", None, 0, 0, time.perf_counter() - t0))

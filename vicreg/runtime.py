@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+PROC_CGROUP = "/proc/self/cgroup"
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,85 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def available_cpus(affinity: set[int] | None = None, cgroup_root: str | None = None,
+                   proc_cgroup: str | None = None) -> int:
+    """The CPUs this process may really use: its affinity mask (taskset, cpusets), cut down to a cgroup
+    CPU quota (a container's or a Space's `--cpus`) rounded down, at least 1. torch's default counts the
+    machine's cores, so in a 2-CPU container on a 64-core host it would start 64 threads that mostly
+    wait for each other. The arguments replace the real sources (tests)."""
+    if affinity is None:
+        try:
+            affinity = os.sched_getaffinity(0)
+        except (AttributeError, OSError):  # not Linux
+            affinity = set(range(os.cpu_count() or 1))
+    n = len(affinity)
+    quota = cgroup_cpu_quota(CGROUP_ROOT if cgroup_root is None else cgroup_root,
+                             PROC_CGROUP if proc_cgroup is None else proc_cgroup)
+    if quota is not None:
+        n = min(n, int(quota))
+    return max(1, n)
+
+
+def cgroup_cpu_quota(root: str, proc_cgroup: str) -> float | None:
+    """The tightest CPU quota (in CPUs) over this process's cgroup and its ancestors, v2 `cpu.max` or
+    v1 `cpu.cfs_quota_us / cpu.cfs_period_us`; None when there is none."""
+    found = [q for d in _cgroup_dirs(root, proc_cgroup) for q in (_v2_quota(d), _v1_quota(d)) if q is not None]
+    return min(found) if found else None
+
+
+def _cgroup_dirs(root: str, proc_cgroup: str) -> list[str]:
+    """Folders that may hold this process's CPU limits: its own cgroup (v2 unified, or v1's cpu
+    controller), each ancestor up to the mount point, and the mount points themselves (a container
+    usually sees its own cgroup there)."""
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    dirs = []
+    for base in (root, os.path.join(root, "cpu"), os.path.join(root, "cpu,cpuacct"), os.path.join(root, "unified")):
+        dirs.append(base)
+        for line in lines:
+            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            if controllers and "cpu" not in controllers.split(","):
+                continue
+            parts = [p for p in path.split("/") if p and p not in (".", "..")]
+            dirs += [os.path.join(base, *parts[:k]) for k in range(1, len(parts) + 1)]
+    return list(dict.fromkeys(dirs))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _v2_quota(folder: str) -> float | None:
+    text = _read(os.path.join(folder, "cpu.max"))  # "max 100000" (no limit) or "150000 100000"
+    try:
+        quota, period = text.split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (AttributeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1_quota(folder: str) -> float | None:
+    try:
+        quota = int(_read(os.path.join(folder, "cpu.cfs_quota_us")))  # -1 = no limit
+        period = int(_read(os.path.join(folder, "cpu.cfs_period_us")))
+        return quota / period if quota > 0 and period > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
 def make_runtime(
     device: str = "auto", precision: str = "auto", channels_last: bool = True, threads: int = 0
 ) -> Runtime:
+    """`threads` 0 = the CPUs this process may use (available_cpus)."""
     dev = resolve_device(device)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads if threads > 0 else available_cpus())
     if precision == "bf16" and not bf16_supported(dev) and dev.type != "cpu":
         raise ValueError(f"bf16 is not supported on {dev}; use --precision fp32")
     bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(dev))
