@@ -1,11 +1,12 @@
 """Fixtures shared by the app tests (imported by test_app_api.py, test_browser.py and test_handlers.py).
 
 `demo_pair`: the default (demo) checkpoint and the embedded CIFAR-10 sample: the repo's shipped files
-when both exist, otherwise provisional ones built from the shared CIFAR-10 copy (tests/helpers.py).
+when both exist, otherwise provisional ones built from `cifar_root` (tests/helpers.py).
 `trained_checkpoint`: a real checkpoint from a few training steps, in a temporary folder.
-`app_server`: `python app.py` with the full CIFAR-10 copy, pointed at temporary checkpoint and cache
-folders, so the repo's checkpoints/ is never touched. `offline_env`: the environment of a fresh clone
-on a machine without the dataset or a network (no data, empty cache, empty HOME).
+`app_server`: `python app.py` with a CIFAR-10 image folder (`cifar_root`: the embedded sample's 2,000 + 2,000
+images, see conftest.py), pointed at temporary checkpoint and cache folders, so the repo's checkpoints/ is
+never touched; `app_server.n_test` is the number of test images it serves. `offline_env`: the
+environment of a fresh clone on a machine without the dataset or a network (no data, empty cache, empty HOME).
 """
 from __future__ import annotations
 
@@ -96,16 +97,14 @@ def trained_checkpoint(tmp_path_factory, cifar) -> str:
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory, trained_checkpoint, cifar_root, demo_pair):
-    from helpers import share_dataset_cache
-
     cache = str(tmp_path_factory.mktemp("cache"))
-    share_dataset_cache(cifar_root, cache)
     env = {"VICREG_CHECKPOINTS": os.path.dirname(trained_checkpoint), "VICREG_CACHE": cache,
            "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1",
            "VICREG_DEFAULT_CHECKPOINT": demo_pair[0], "VICREG_SAMPLE": demo_pair[1], **NO_NETWORK}
     app = start_app(env, str(tmp_path_factory.mktemp("logs") / "app.log"))
     print(f"\n[fixture] app start to serving: {app.start_seconds:.1f}s")
     app.checkpoint, app.default, app.cache = trained_checkpoint, demo_pair[0], cache
+    app.n_test = sum(len(os.listdir(d.path)) for d in os.scandir(os.path.join(cifar_root, "test")))
     yield app
     app.stop()
 

@@ -1,42 +1,87 @@
+"""Real CIFAR-10 images for the tests, and the `full_data` marker.
+
+Every data fixture comes from the embedded sample, assets/cifar10_sample.npz (2,000 train + 2,000 test real
+CIFAR-10 images: the first 200 of each class, class-sorted), so the suite runs on a fresh clone, offline:
+- `cifar`: the sample as a vicreg.data.Dataset (loads in milliseconds).
+- `cifar_root`: the sample as an image folder, <split>/<class>/NNNN.png (lossless, so it decodes to exactly
+  `cifar`; NNNN is the image's rank in its class, as in the full copy), for the app, uploads and files.
+- `mini_cifar`: 60 train + 30 test images per class as JPEG (the full copy's format), for CLI runs that
+  decode and evaluate everything.
+- `packed_cifar`: 500 train + 200 test images in one packed .npz.
+
+Tests whose assertions need the whole 50,000 + 10,000 split are marked `full_data` and use `full_cifar`
+(or `full_cifar_root`): the copy VICREG_DATA points at. Without one they are skipped, saying why. With
+VICREG_REQUIRE_FULL_DATA=1 (.ci/run sets it) a full_data test that does not run (no copy, skipped,
+deselected with -m/-k/--deselect, or its file left out) fails the session.
+"""
+import glob
 import os
-import shutil
 import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-DATA = os.environ.get("VICREG_DATA") or os.path.join(ROOT, "..", "shared", "data", "cifar10")
+SAMPLE = os.path.join(ROOT, "assets", "cifar10_sample.npz")
+FULL_REASON = ("needs the full CIFAR-10 split (50,000 + 10,000 images): set VICREG_DATA to a copy (an image "
+               "folder with train/ and test/, a packed .npz or a torchvision CIFAR-10 root)")
+MARK = "pytest.mark.full_data"  # how a test file marks its full_data tests (decorator or pytestmark)
+FULL = {"collected": {}, "run": set(), "why": {}}  # nodeid -> test file; nodeids whose body ran; nodeid -> why not
 
+
+def full_data_root() -> str | None:
+    """VICREG_DATA when it holds a whole CIFAR-10 copy, else None."""
+    from services.data import holds_full_dataset
+
+    root = os.environ.get("VICREG_DATA")
+    return root if root and holds_full_dataset(root) else None
+
+
+def full_data_required() -> bool:
+    return os.environ.get("VICREG_REQUIRE_FULL_DATA") == "1"
+
+
+# ------------------------------------------------------------------ fixtures: the embedded sample
 
 @pytest.fixture(scope="session")
-def cifar_root() -> str:
-    if not os.path.isdir(os.path.join(DATA, "train")):
-        pytest.fail(f"CIFAR-10 image folder not found at {DATA}; set VICREG_DATA (see README)")
-    return DATA
+def cifar():
+    """The embedded sample as a Dataset: 2,000 train + 2,000 test images, 200 per class."""
+    from vicreg.data import load_packed
+
+    if not os.path.isfile(SAMPLE):
+        pytest.fail("assets/cifar10_sample.npz is missing; it ships with the repository (restore it with git)")
+    return load_packed(SAMPLE)
 
 
-@pytest.fixture(scope="session")
-def cifar(cifar_root):
-    """The full shared CIFAR-10 copy as uint8 tensors (decoded once into the cache)."""
-    from vicreg.data import load_dataset
+def write_image_folder(root, dataset, per_class: tuple[int, int] | None = None, ext: str = "png") -> str:
+    """`dataset` as an ImageFolder tree, <split>/<class>/NNNN.<ext> (NNNN: the image's rank in its class);
+    per_class = (train, test) keeps the first n of each class, None keeps all."""
+    import numpy as np
+    from PIL import Image
 
-    return load_dataset(cifar_root)
-
-
-@pytest.fixture(scope="session")
-def mini_cifar(tmp_path_factory, cifar_root) -> str:
-    """A small real-CIFAR-10 image folder: 60 train + 30 test images per class, copied from the
-    shared copy, so CLI runs that decode and evaluate everything stay quick."""
-    root = tmp_path_factory.mktemp("mini_cifar")
-    for split, n in (("train", 60), ("test", 30)):
-        for cls in sorted(os.listdir(os.path.join(cifar_root, split))):
-            src = os.path.join(cifar_root, split, cls)
-            dst = root / split / cls
-            dst.mkdir(parents=True)
-            for f in sorted(os.listdir(src))[:n]:
-                shutil.copy(os.path.join(src, f), dst / f)
+    opts = {"compress_level": 1} if ext == "png" else {"quality": 75}  # q75: the full copy's JPEG tables
+    for i, (split, data) in enumerate((("train", dataset.train), ("test", dataset.test))):
+        images, labels = data.images.numpy(), data.labels.numpy()
+        for c, cls in enumerate(dataset.classes):
+            folder = os.path.join(root, split, cls)
+            os.makedirs(folder)
+            rows = np.flatnonzero(labels == c)[: per_class[i] if per_class else None]
+            for k, row in enumerate(rows):
+                Image.fromarray(images[row].transpose(1, 2, 0)).save(os.path.join(folder, f"{k:04d}.{ext}"), **opts)
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory, cifar) -> str:
+    """The whole sample as an image folder (PNG, ~1 s to write): decodes to exactly `cifar`."""
+    return write_image_folder(tmp_path_factory.mktemp("cifar_sample"), cifar)
+
+
+@pytest.fixture(scope="session")
+def mini_cifar(tmp_path_factory, cifar) -> str:
+    """A small real-CIFAR-10 image folder: 60 train + 30 test JPEGs per class, so CLI runs that decode and
+    evaluate everything stay quick."""
+    return write_image_folder(tmp_path_factory.mktemp("mini_cifar"), cifar, (60, 30), "jpg")
 
 
 def write_packed(path, dataset, n_train: int, n_test: int) -> str:
@@ -61,7 +106,72 @@ def packed_cifar(tmp_path_factory, cifar) -> str:
     return write_packed(tmp_path_factory.mktemp("packed") / "cifar_small.npz", cifar, 500, 200)
 
 
-def pytest_terminal_summary(terminalreporter):
+# ------------------------------------------------------------------ fixtures: the full copy (full_data tests)
+
+@pytest.fixture(scope="session")
+def full_cifar_root() -> str:
+    """The full copy at VICREG_DATA; only for tests marked full_data (the marker skips them without one)."""
+    root = full_data_root()
+    if root is None:
+        pytest.fail(f"full_cifar_root is only for tests marked full_data; this one {FULL_REASON}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def full_cifar(full_cifar_root):
+    """The full copy as uint8 tensors (decoded once into the decode cache, VICREG_CACHE)."""
+    from vicreg.data import load_dataset
+
+    return load_dataset(full_cifar_root)
+
+
+# ------------------------------------------------------------------ the full_data marker: skip, count, require
+
+def pytest_itemcollected(item):
+    # every collected item, before -m / -k / --deselect remove any: what the session was asked to run
+    if item.get_closest_marker("full_data"):
+        FULL["collected"][item.nodeid] = str(item.path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the fixtures are set up
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("full_data") and full_data_root() is None:
+        if full_data_required():
+            pytest.fail(f"VICREG_REQUIRE_FULL_DATA=1 but this test {FULL_REASON}", pytrace=False)
+        pytest.skip(FULL_REASON)
+
+
+def pytest_deselected(items):
+    FULL["why"].update((i.nodeid, "deselected") for i in items if i.nodeid in FULL["collected"])
+
+
+def pytest_runtest_logreport(report):
+    if report.nodeid in FULL["collected"]:
+        if report.when == "call" and not report.skipped:
+            FULL["run"].add(report.nodeid)
+        elif report.skipped or report.failed:
+            FULL["why"].setdefault(report.nodeid, "skipped" if report.skipped else f"failed in {report.when}")
+
+
+def full_data_shortfall() -> list[str]:
+    """The full_data tests that did not run (skipped or deselected); when they are required, also the
+    files that define some but were not collected, or that none was collected at all."""
+    out = [f"{n}: {FULL['why'].get(n, 'did not run')}" for n in sorted(set(FULL["collected"]) - FULL["run"])]
+    if full_data_required():
+        files = {f for f in glob.glob(os.path.join(ROOT, "tests", "test_*.py")) if MARK in open(f).read()}
+        out += [f"{os.path.relpath(f, ROOT)}: not collected" for f in sorted(files - set(FULL["collected"].values()))]
+        if not FULL["run"] and not out:
+            out.append("no full_data test was collected")
+    return out
+
+
+def pytest_sessionfinish(session):
+    if full_data_required() and not session.config.option.collectonly and full_data_shortfall():
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
     from leaks import SEEN
 
     if SEEN["scanned"]:
@@ -69,3 +179,14 @@ def pytest_terminal_summary(terminalreporter):
                                     f"{SEEN['scanned']}, leaking: {len(SEEN['leaking'])}")
         for text, found in SEEN["leaking"][:10]:
             terminalreporter.write_line(f"  {found}: {text!r}")
+    if config.option.collectonly:
+        return
+    required = " (VICREG_REQUIRE_FULL_DATA=1: every one must run)" if full_data_required() else ""
+    terminalreporter.write_line(f"full_data tests run: {len(FULL['run'])} of {len(FULL['collected'])} collected"
+                                f"{required}")
+    short = full_data_shortfall()
+    if short:
+        why = "" if full_data_root() else f"; each {FULL_REASON}"
+        terminalreporter.write_line(f"full_data tests not run: {len(short)}{why}", red=full_data_required())
+        for line in short[:10]:
+            terminalreporter.write_line(f"  {line}")

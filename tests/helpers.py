@@ -6,7 +6,7 @@ as `python -m bench.app_bench` and imports it as `tests.helpers`.
 - `AppProcess`: `python app.py` in a subprocess on a free port, with the environment it is given.
 - `make_checkpoint`: a real checkpoint from a few training steps.
 - `demo_files`: the shipped demo checkpoint and embedded CIFAR-10 sample when the repo has them,
-  otherwise provisional ones built from the shared CIFAR-10 copy (cached in the temp folder).
+  otherwise provisional ones built from a CIFAR-10 image folder (cached in the temp folder).
 """
 from __future__ import annotations
 
@@ -101,23 +101,9 @@ def make_checkpoint(data, folder: str, name: str = "tiny", steps: int = 4) -> st
     return end.checkpoint
 
 
-def share_dataset_cache(cifar_root: str, cache: str) -> None:
-    """Link the already-decoded dataset cache into a fresh cache folder (saves ~a minute of JPEG decoding)."""
-    from vicreg.data import cache_path
-
-    try:
-        src = cache_path(cifar_root, 32)
-    except OSError:
-        return
-    key = os.path.basename(src)
-    if os.path.exists(src) and not os.path.exists(os.path.join(cache, key)):
-        os.makedirs(cache, exist_ok=True)
-        os.symlink(os.path.abspath(src), os.path.join(cache, key))
-
-
 def demo_files(cifar_root: str | None = None) -> tuple[str, str]:
     """(default checkpoint, embedded sample): the repo's shipped pair when both exist, otherwise a
-    provisional pair built once from the CIFAR-10 copy at `cifar_root` into the temp folder."""
+    provisional pair built once from the CIFAR-10 images at `cifar_root` into the temp folder."""
     if os.path.isfile(SHIPPED_CHECKPOINT) and os.path.isfile(SHIPPED_SAMPLE):
         return SHIPPED_CHECKPOINT, SHIPPED_SAMPLE
     folder = os.path.join(tempfile.gettempdir(), f"vicreg-provisional-demo-{PROVISIONAL_VERSION}")

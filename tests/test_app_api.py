@@ -1,8 +1,9 @@
 """The app through its public API: `python app.py` in a subprocess, driven with gradio_client.
 
-The server has the full CIFAR-10 copy, a tiny checkpoint made by a few real training steps beside the
-default demo checkpoint, and a 600-point map (VICREG_MAP_POINTS). It never touches the network: the
-Hub endpoint points at a closed local port. A first start without the dataset: test_app_offline.py.
+The server has a CIFAR-10 image folder (the embedded sample's 2,000 + 2,000 images), a tiny checkpoint
+made by a few real training steps beside the default demo checkpoint, and a 600-point map
+(VICREG_MAP_POINTS). It never touches the network: the Hub endpoint points at a closed local port.
+A first start without the dataset: test_app_offline.py.
 """
 import glob
 import io
@@ -227,7 +228,7 @@ def test_bad_inputs_get_messages(client, app_server, tmp_path):  # noqa: F811
         client.predict(image=handle_file(str(p)), checkpoint=app_server.checkpoint, api_name="/explore_upload")
     # out-of-range test index, and the app still serves afterwards
     out = client.predict(index=10**6, checkpoint=app_server.checkpoint, api_name="/explore_test_image")
-    assert out[0] == "⚠️ Test image numbers run from 0 to 9999."
+    assert out[0] == f"⚠️ Test image numbers run from 0 to {app_server.n_test - 1}."  # 1999 with the sample
     out = client.predict(index=3, checkpoint=app_server.checkpoint, api_name="/explore_test_image")
     assert [n["index"] for n in out[10]["neighbours"]][:1] != [3] and len(out[10]["neighbours"]) == 8
     assert app_server.proc.poll() is None

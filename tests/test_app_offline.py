@@ -75,10 +75,7 @@ def test_offline_quick_demo_trains_on_the_sample(offline_app):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def empty_app(tmp_path_factory, cifar_root):
-    from helpers import share_dataset_cache
-
     cache = str(tmp_path_factory.mktemp("cache_empty"))
-    share_dataset_cache(cifar_root, cache)
     env = {"VICREG_CHECKPOINTS": str(tmp_path_factory.mktemp("no_checkpoints")), "VICREG_CACHE": cache,
            "VICREG_DATA": cifar_root, "VICREG_MAP_POINTS": str(MAP_POINTS), "VICREG_APP_THREADS": "1",
            "VICREG_DEFAULT_CHECKPOINT": str(tmp_path_factory.mktemp("none") / "missing.safetensors"),

@@ -18,7 +18,7 @@ SECONDS = float(os.environ.get("VICREG_LOAD_SECONDS") or 120)
 
 
 @pytest.mark.reliability
-def test_twenty_visitors_while_training(tmp_path, cifar_root):
+def test_twenty_visitors_while_training(tmp_path):
     r = run_load(visitors=VISITORS, seconds=SECONDS, idle=30, work=str(tmp_path), train_threads=1)
     print("\n" + "\n".join(r.lines()))
     assert r.errors == [] and r.answered == r.sent and len(r.upload_s) >= VISITORS

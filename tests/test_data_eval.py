@@ -12,7 +12,9 @@ from vicreg.data import DataError, even_subset, load_dataset
 from vicreg.evaluate import knn_accuracy, knn_predict, linear_probe
 
 
-def test_shared_cifar10_decodes_to_the_published_statistics(cifar):
+@pytest.mark.full_data
+def test_shared_cifar10_decodes_to_the_published_statistics(full_cifar):
+    cifar = full_cifar
     assert cifar.train.images.shape == (50000, 3, 32, 32) and cifar.test.images.shape == (10000, 3, 32, 32)
     assert cifar.train.images.dtype == torch.uint8
     assert cifar.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

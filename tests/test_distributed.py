@@ -145,17 +145,25 @@ def _torchrun(args, tmp_path, env=None, timeout=240):
     return p.returncode, p.stdout.replace("\r", "\n") + p.stderr.replace("\r", "\n")
 
 
-def _train_args(cifar_root, name, epochs=1):
-    return ["TRAIN", "--data", cifar_root, "--train_subset", "64", "--batch_size", "16", "--epochs", str(epochs),
+@pytest.fixture
+def data(packed_cifar, monkeypatch):
+    """Small real CIFAR-10 for TRAIN's --data, and in VICREG_DATA too: RE_TRAIN takes its data from there
+    (a run setting), so a resumed run reads the same images as the straight one."""
+    monkeypatch.setenv("VICREG_DATA", packed_cifar)
+    return packed_cifar
+
+
+def _train_args(data, name, epochs=1):
+    return ["TRAIN", "--data", data, "--train_subset", "64", "--batch_size", "16", "--epochs", str(epochs),
             "--projector", "64-64", "--name", name]
 
 
-def test_torchrun_trains_stops_together_and_resumes_exactly(cifar_root, tmp_path):
-    rc, out = _torchrun(_train_args(cifar_root, "straight"), tmp_path)
+def test_torchrun_trains_stops_together_and_resumes_exactly(data, tmp_path):
+    rc, out = _torchrun(_train_args(data, "straight"), tmp_path)
     assert rc == 0, out
     assert out.count("training straight on") == 1 and out.count("finished:") == 1  # rank 1 stays quiet
     # rank 1 alone asks to stop before step 3: both ranks stop there, one resumable checkpoint
-    rc, out = _torchrun(_train_args(cifar_root, "part"), tmp_path, env={"VICREG_FAULT": "stop:1:2"})
+    rc, out = _torchrun(_train_args(data, "part"), tmp_path, env={"VICREG_FAULT": "stop:1:2"})
     assert rc == 0 and "stopped at epoch 1, step 2/4" in out, out
     part = load_checkpoint(str(tmp_path / "part.safetensors"))
     assert (part.meta["step"], part.meta["step_in_epoch"], part.meta["world_size"]) == (2, 2, 2)
@@ -182,9 +190,9 @@ def test_torchrun_trains_stops_together_and_resumes_exactly(cifar_root, tmp_path
     assert [e["step"] for e in lines if e["kind"] == "step"] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def test_a_killed_rank_ends_the_run_and_the_last_checkpoint_resumes(cifar_root, tmp_path):
+def test_a_killed_rank_ends_the_run_and_the_last_checkpoint_resumes(data, tmp_path):
     # rank 1 dies abruptly before step 7, in epoch 2, after the epoch-1 checkpoint (step 4)
-    rc, out = _torchrun(_train_args(cifar_root, "killed", epochs=2), tmp_path, env={"VICREG_FAULT": "exit:1:6"})
+    rc, out = _torchrun(_train_args(data, "killed", epochs=2), tmp_path, env={"VICREG_FAULT": "exit:1:6"})
     assert rc != 0
     assert "rank      : 1" in out and "exitcode  : 17" in out, out  # torchrun names the rank that died
     assert "rank 0 of 2: a collective with the other processes failed" in out, out
@@ -197,14 +205,14 @@ def test_a_killed_rank_ends_the_run_and_the_last_checkpoint_resumes(cifar_root, 
     assert (meta["epoch"], meta["step"], meta["complete"]) == (2, 8, True)
 
 
-def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_with_one_checkpoint(cifar_root, tmp_path):
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_with_one_checkpoint(data, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C: torchrun forwards its own SIGINT to the
     workers too; the ranks agree on one step, rank 0 saves every rank's stream, and the run resumes."""
     import signal
     import time
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "-m", "vicreg",
-           *_train_args(cifar_root, "ctrlc", epochs=3), "--device", "cpu", "--threads", "1", "--knn_test", "0",
+           *_train_args(data, "ctrlc", epochs=3), "--device", "cpu", "--threads", "1", "--knn_test", "0",
            "--checkpoint_dir", str(tmp_path)]
     env = {**{k: v for k, v in os.environ.items() if k != "VICREG_FAULT"}, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

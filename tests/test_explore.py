@@ -120,11 +120,11 @@ def test_resize_is_short_side_centre_crop():
     assert d.pixels[:, :, 1:-1].min() >= 250 and d.pixels.min() > 200  # only the white centre kept
 
 
-def test_real_cifar_file_matches_dataset(cifar_root):
+def test_real_cifar_file_matches_dataset(mini_cifar):
     from vicreg.data import load_image_file
 
-    cls = sorted(os.listdir(os.path.join(cifar_root, "test")))[3]
-    f = os.path.join(cifar_root, "test", cls, sorted(os.listdir(os.path.join(cifar_root, "test", cls)))[0])
+    cls = sorted(os.listdir(os.path.join(mini_cifar, "test")))[3]
+    f = os.path.join(mini_cifar, "test", cls, sorted(os.listdir(os.path.join(mini_cifar, "test", cls)))[0])
     d = decode_image(f)
     assert d.notes == [] and d.size == (32, 32)
     np.testing.assert_array_equal(d.pixels, load_image_file(f, 32))
