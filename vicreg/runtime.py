@@ -151,3 +151,14 @@ def make_runtime(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return Runtime(dev, bf16, channels_last and dev.type in ("cpu", "cuda"))
+
+
+def cpu_kind(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and its bf16 matrix hardware: speed figures differ by this more than by anything
+    else (AMX tiles, AVX-512-BF16 vectors, or neither), so benchmarks print it beside every figure."""
+    text = _read(cpuinfo) or ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    kind = "AMX bf16" if "amx_bf16" in flags else "AVX-512-BF16, no AMX" if "avx512_bf16" in flags else "no bf16 units"
+    return f"{name} ({kind})"
