@@ -31,7 +31,7 @@ from vicreg.data import load_dataset  # noqa: E402
 from vicreg.evaluate import extract_features  # noqa: E402
 from vicreg.model import VICReg  # noqa: E402
 from vicreg.optim import make_optimizer  # noqa: E402
-from vicreg.runtime import make_runtime  # noqa: E402
+from vicreg.runtime import cpu_kind, make_runtime  # noqa: E402
 from vicreg.train import train  # noqa: E402
 
 
@@ -218,7 +218,8 @@ def _report(r: dict, with_compile: bool) -> None:
     r["e2e_fraction_of_ceiling"] = r["e2e_ours"] / ceiling
     rows = [("augmentation (pairs/s)", "aug"), ("training step alone (pairs/s)", "step"),
             ("end-to-end training (pairs/s)", "e2e"), ("embedding extraction (img/s)", "embed")]
-    print(f"\n| {'measure':32} | {'original-style':>14} | {'vicreg':>9} | {'ratio':>6} |")
+    print(f"\nCPU: {r['cpu']}")
+    print(f"| {'measure':32} | {'original-style':>14} | {'vicreg':>9} | {'ratio':>6} |")
     print(f"|{'-' * 34}|{'-' * 16}|{'-' * 11}|{'-' * 8}|")
     for label, key in rows:
         o, n = r[f"{key}_original"], r[f"{key}_ours"]
@@ -236,9 +237,9 @@ def run(batch_size: int, steps: int, data_root: str, workers: int, with_compile:
     fast, orig = make_runtime("auto"), make_runtime("cpu", "fp32", channels_last=False)
     data = load_dataset(data_root)
     imgs = data.train.images[: batch_size * 64]
-    r: dict = {"batch_size": batch_size, "threads": torch.get_num_threads(), "ours_runtime": fast.describe(),
-               "original_runtime": "cpu, fp32, NCHW, PIL DataLoader"}
-    print(f"batch {batch_size}, {r['threads']} threads; ours: {r['ours_runtime']}; "
+    r: dict = {"cpu": cpu_kind(), "batch_size": batch_size, "threads": torch.get_num_threads(),
+               "ours_runtime": fast.describe(), "original_runtime": "cpu, fp32, NCHW, PIL DataLoader"}
+    print(f"{r['cpu']}; batch {batch_size}, {r['threads']} threads; ours: {r['ours_runtime']}; "
           f"original: {r['original_runtime']} ({workers} workers)", flush=True)
     _ceilings(r, cfg, fast)
     step_fp32 = _steps(r, cfg, fast, orig, imgs, workers, steps, with_compile)

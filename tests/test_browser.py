@@ -3,8 +3,9 @@ an empty cache and HOME, no network. The app must serve within 10 s; the Evaluat
 model's stored accuracy and the UMAP tab the embedded sample's map without pressing a heavy button; an
 uploaded photo gets its views, embedding, neighbours and a kNN guess; the Quick preset trains.
 
-Needs Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`); CI installs it, so a
-missing browser is a failure, not a skip. Screenshots go to tests/artifacts/.
+Needs Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`). Without it these tests are
+skipped, so a fresh clone's test command passes; CI installs it and sets VICREG_REQUIRE_BROWSER=1, under
+which a missing browser is a failure, not a skip. Screenshots go to tests/artifacts/.
 """
 import os
 import re
@@ -36,8 +37,11 @@ MAP_NAMES = """() => { const el = document.querySelector('#umap-plot .js-plotly-
 @pytest.fixture(scope="module")
 def page(offline_app):  # noqa: F811
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium` "
-                    "(or point VICREG_CHROMIUM at a chromium binary); the browser test needs a real browser")
+        why = (f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium` "
+               "(or point VICREG_CHROMIUM at a chromium binary); the browser tests need a real browser")
+        if os.environ.get("VICREG_REQUIRE_BROWSER") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
     from playwright.sync_api import sync_playwright
 
     os.makedirs(ART, exist_ok=True)

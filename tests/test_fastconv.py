@@ -107,3 +107,27 @@ def test_training_step_equals_the_reference_step_within_bf16():
         a, b = g_fast[name].float(), g_ref[name].float()
         rel = ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
         assert rel < 5e-2, f"{name}: relative difference {rel:.3g}"
+
+
+def test_folded_backbone_equals_the_model_in_eval_mode():
+    from vicreg.evaluate import FOLD_MIN_IMAGES, extract_features
+    from vicreg.fold import folded
+
+    torch.manual_seed(0)
+    backbone = VICReg().backbone
+    with torch.no_grad():  # non-trivial running statistics
+        for _ in range(3):
+            backbone(torch.randn(32, 3, 32, 32) * 2 + 0.5)
+    net = folded(backbone)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert backbone.training  # the original is untouched
+    x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        ref = backbone.double().eval()(x)
+        torch.testing.assert_close(folded(backbone)(x), ref, rtol=1e-9, atol=1e-9)
+    rt = make_runtime("cpu", "fp32", channels_last=False)
+    images = torch.randint(0, 256, (FOLD_MIN_IMAGES, 3, 32, 32), dtype=torch.uint8)
+    backbone.float()
+    via_fold = extract_features(backbone, images, rt)
+    plain = extract_features(backbone, images[:FOLD_MIN_IMAGES - 1], rt)  # below the threshold: unfolded
+    torch.testing.assert_close(via_fold[:FOLD_MIN_IMAGES - 1], plain, rtol=1e-4, atol=1e-4)

@@ -11,9 +11,12 @@ from torch import Tensor, nn
 
 from .augment import normalize
 from .config import AugmentConfig
+from .fold import folded
 from .runtime import Runtime
 
 Progress = Callable[[float, str], None]
+# fewer images than this are embedded by the model as it is: folding BatchNorm costs a model copy
+FOLD_MIN_IMAGES = 64
 
 
 @torch.inference_mode()
@@ -30,13 +33,14 @@ def extract_features(
     aug = aug or AugmentConfig()
     was_training = backbone.training
     backbone.eval()
+    net = folded(backbone) if images.shape[0] >= FOLD_MIN_IMAGES else backbone  # vicreg/fold.py says why
     out = []
     try:
         for i in range(0, images.shape[0], batch_size):
             x = images[i : i + batch_size].to(rt.device, non_blocking=True)
             x = rt.prepare(normalize(x.float() / 255.0, aug))
             with rt.autocast():
-                out.append(backbone(x).float().cpu())
+                out.append(net(x).float().cpu())
             if progress:
                 progress(min(1.0, (i + batch_size) / images.shape[0]), desc)
     finally:
