@@ -1,5 +1,6 @@
 """Item 6 of the reliability work: 20 gradio_client visitors upload images and read the map for 40 s
-(VICREG_LOAD_SECONDS; `python -m bench.load` runs the 2-minute version) while one training job runs in the same app (bench/load.py drives it; loopback only, bounded
+(VICREG_LOAD_SECONDS; `python -m bench.load` runs the 2-minute version) while one training job runs in
+the same app (bench/load.py drives it; loopback only, bounded
 in count and time). Every request must be answered, no file download may be cut short (the h11
 "Too little data for declared Content-Length" failure, see ui/pictures.py), and the visitors' own
 attempts to start training must find the one job already running. Latency and the training slowdown
