@@ -15,8 +15,6 @@ from .fold import folded
 from .runtime import Runtime
 
 Progress = Callable[[float, str], None]
-# fewer images than this are embedded by the model as it is: folding BatchNorm costs a model copy
-FOLD_MIN_IMAGES = 64
 
 
 @torch.inference_mode()
@@ -33,7 +31,7 @@ def extract_features(
     aug = aug or AugmentConfig()
     was_training = backbone.training
     backbone.eval()
-    net = folded(backbone) if images.shape[0] >= FOLD_MIN_IMAGES else backbone  # vicreg/fold.py says why
+    net = folded(backbone)  # BatchNorm folded into the convs: vicreg/fold.py says why
     out = []
     try:
         for i in range(0, images.shape[0], batch_size):

@@ -3,12 +3,16 @@
 In eval mode a BatchNorm is a fixed per-channel scale and shift, so conv -> BN equals one conv with
 scaled weights and a bias. Extraction then skips a full read and write of every activation per BN
 (20 of them in ResNet-18), which is memory-bound work that takes a large share of a CPU's forward
-pass. The folded copy is built per extraction call (a few milliseconds for ResNet-18) and never
-touches the model being trained. Its features equal the unfolded model's up to float rounding.
+pass. The folded copy never touches the model being trained, and its features equal the unfolded
+model's up to float rounding. Every extraction path (one uploaded image, a batch, the kNN monitor)
+uses it, so an image embeds the same alone as in a batch. It is kept per backbone and rebuilt when any
+of the backbone's tensors has changed since (an optimiser step, a loaded state dict).
 """
 from __future__ import annotations
 
 import copy
+import threading
+import weakref
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -23,7 +27,29 @@ def _fold_pair(parent: nn.Module, conv_name: str, bn_name: str) -> None:
         setattr(parent, bn_name, nn.Identity())
 
 
+_cache: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def _signature(module: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced or modified in place (tensors count their writes)."""
+    return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+
+
 def folded(backbone: nn.Module) -> nn.Module:
+    """The backbone in eval mode with every conv -> BatchNorm pair folded into one conv (a cached copy)."""
+    sig = _signature(backbone)
+    with _lock:
+        hit = _cache.get(backbone)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    net = fold(backbone)
+    with _lock:
+        _cache[backbone] = (sig, net)
+    return net
+
+
+def fold(backbone: nn.Module) -> nn.Module:
     """An eval-mode copy of a ResNet backbone with every conv -> BatchNorm pair folded into one conv."""
     net = copy.deepcopy(backbone).eval()
     for module in list(net.modules()):
