@@ -146,7 +146,8 @@ def pytest_deselected(items):
 
 
 def pytest_runtest_logreport(report):
-    if report.nodeid in FULL["collected"]:
+    # under pytest-xdist the controller collects nothing itself: the report's keywords carry the marker
+    if report.nodeid in FULL["collected"] or "full_data" in getattr(report, "keywords", {}):
         if report.when == "call" and not report.skipped:
             FULL["run"].add(report.nodeid)
         elif report.skipped or report.failed:
@@ -165,7 +166,49 @@ def full_data_shortfall() -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------ pytest-xdist: one core per worker, counts merged
+
+def pytest_configure(config):
+    """Each xdist worker (`-n 2`) gets one CPU of its own and 1 torch thread, and so do the apps and CLI runs it
+    starts (they inherit the affinity, and vicreg.runtime.available_cpus reads it): two torch processes
+    never share a core, which on a 2-core machine would slow both several times over."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
+    if worker and hasattr(os, "sched_getaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+        if len(cpus) >= count:
+            os.sched_setaffinity(0, {cpus[int(worker[2:]) % len(cpus)]})
+            import torch
+
+            torch.set_num_threads(1)
+
+
+def _worker_counts() -> dict:
+    from leaks import SEEN
+
+    return {"collected": FULL["collected"], "why": FULL["why"], "run": sorted(FULL["run"]),
+            "scanned": SEEN["scanned"], "leaking": SEEN["leaking"]}
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without pytest-xdist
+def pytest_testnodedown(node, error):
+    """The controller merges what each worker collected and scanned (xdist's workeroutput)."""
+    from leaks import SEEN
+
+    got = getattr(node, "workeroutput", {}).get("vicreg_counts")
+    if got:
+        FULL["collected"].update(got["collected"])
+        for nodeid, why in got["why"].items():
+            FULL["why"].setdefault(nodeid, why)
+        FULL["run"].update(got["run"])
+        SEEN["scanned"] += got["scanned"]
+        SEEN["leaking"].extend(tuple(x) for x in got["leaking"])
+
+
 def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: hand the counts to the controller
+        session.config.workeroutput["vicreg_counts"] = _worker_counts()
+        return
     if full_data_required() and not session.config.option.collectonly and full_data_shortfall():
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
