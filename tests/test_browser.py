@@ -34,6 +34,20 @@ MAP_NAMES = """() => { const el = document.querySelector('#umap-plot .js-plotly-
                        return el && el.data ? el.data.map(t => t.name) : []; }"""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def all_cores():
+    """Under pytest-xdist each worker keeps to one core (conftest.py); the browser, the app it drives and that
+    app's training job need more than one, or the page stops answering while a run trains. Autouse, so it is
+    set up before the app starts (which inherits it), and put back afterwards."""
+    if not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    yield
+    os.sched_setaffinity(0, mine)
+
+
 @pytest.fixture(scope="module")
 def page(offline_app):  # noqa: F811
     if not os.path.exists(CHROMIUM):

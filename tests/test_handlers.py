@@ -243,7 +243,8 @@ def test_explore_upload_on_the_sample(setup, demo_pair, sample, tmp_path):  # no
     votes = np.bincount(sample["test_y"][order[:20]], np.exp((sims[order[:20]] - sims[order[0]]) / 0.1), 10)
     assert list(info["guess"].values()) == pytest.approx((votes / votes.sum()).tolist(), abs=1e-6)
     assert info["prediction"] == classes[int(votes.argmax())] and out.neighbours.count("<img src='data:image/png") == 8
-    captions = [f"{n['class']} · {n['similarity']:.3f} · #{n['index']}" for n in info["neighbours"]]
+    # from the unrounded similarities, as the page shows them (0.99945 rounded twice would read 1.000)
+    captions = [f"{classes[sample['test_y'][i]]} · {sims[i]:.3f} · #{i}" for i in order[:8]]
     assert all(f"<figcaption>{c}</figcaption>" in out.neighbours for c in captions)
     assert out.status.splitlines()[0] == "**uploaded seventeen.png (32×32 RGB, PNG)**"
     big = np.kron(sample["test_x"][17].transpose(1, 2, 0), np.ones((5, 5, 1), dtype=np.uint8))
