@@ -1,5 +1,6 @@
-"""vicreg.fastconv: the small-map weight gradient equals the convolution's own, and a training step
-with it equals the reference step (plain nn.Conv2d everywhere) up to bf16 rounding."""
+"""vicreg.fastconv: the small-map products (forward, input and weight gradients) equal the convolution's
+own, and a training step with them equals the reference step (plain nn.Conv2d everywhere) up to bf16
+rounding."""
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,7 @@ def test_weight_gradient_equals_the_convolution_in_float64(ci, co, k, s, side):
         y = m(xi)
         y.backward(torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y))
         grads.append((y.detach(), xi.grad, m.weight.grad))
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
@@ -87,7 +88,11 @@ def _step_grads(model, v_a, v_b, rt):
 
 
 def test_training_step_equals_the_reference_step_within_bf16():
-    rt = make_runtime("cpu", "bf16", channels_last=True)
+    """Both bf16 steps differ from the fp32 step by bf16 rounding, amplified through 20 layers (on this
+    small random batch by up to half a gradient's norm for some BatchNorm parameters). The products
+    must add nothing to that: per parameter, fastconv's distance to fp32 stays within 1.25x the plain
+    convolutions' distance."""
+    rt, rt32 = make_runtime("cpu", "bf16", channels_last=True), make_runtime("cpu", "fp32", channels_last=True)
     cfg = TrainConfig()
     torch.manual_seed(0)
     fast = VICReg(cfg.model).to(memory_format=torch.channels_last)
@@ -100,13 +105,19 @@ def test_training_step_equals_the_reference_step_within_bf16():
     v_a, v_b = torch.randn(16, 3, 32, 32, generator=g), torch.randn(16, 3, 32, 32, generator=g)
     t_fast, g_fast = _step_grads(fast, v_a, v_b, rt)
     t_ref, g_ref = _step_grads(ref, v_a, v_b, rt)
-    assert torch.equal(t_fast.total, t_ref.total)  # the forward pass is the same computation
+    _, g_32 = _step_grads(ref, v_a, v_b, rt32)
+    # layer4's forward is a matrix product too: the same sums in another order, so equal up to bf16 rounding
+    assert t_fast.total != t_ref.total
+    torch.testing.assert_close(t_fast.total, t_ref.total, rtol=2e-3, atol=0)
     layer4 = [n for n in g_ref if n.startswith("backbone.layer4") and n.endswith("conv2.weight")]
     assert layer4
-    for name in g_ref:
-        a, b = g_fast[name].float(), g_ref[name].float()
-        rel = ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
-        assert rel < 5e-2, f"{name}: relative difference {rel:.3g}"
+
+    def dist(a, b):
+        return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+    for name in g_32:
+        fast_err, ref_err = dist(g_fast[name], g_32[name]), dist(g_ref[name], g_32[name])
+        assert fast_err <= 1.25 * ref_err + 1e-3, f"{name}: {fast_err:.3g} from fp32 against {ref_err:.3g}"
 
 
 def test_folded_backbone_equals_the_model_in_eval_mode():
