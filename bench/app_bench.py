@@ -5,7 +5,7 @@ start: no dataset, an empty cache and HOME, the default demo checkpoint and the 
     python -m bench.app_bench [-n 30] [--starts 3]          # from the repository root
 
 The default checkpoint and the sample are the repo's shipped ones when both exist; otherwise
-provisional ones are built from the CIFAR-10 copy at $VICREG_DATA (tests/helpers.py, shared with the
+provisional ones are built from the CIFAR-10 copy at $VICREG_DATA (bench/harness.py, shared with the
 tests). Uploads are 200x150 JPEG "photos" made from the sample's test images. Targets: p95 <= 0.5 s
 per upload, start <= 10 s.
 """
@@ -21,7 +21,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from tests.helpers import ROOT, AppProcess, demo_files
+from bench.harness import ROOT, AppProcess, demo_files
 
 
 def pct(xs: list[float], q: float) -> float:

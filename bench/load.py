@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from bench.app_bench import first_start_env, pct, photos
-from tests.helpers import AppProcess, demo_files
+from bench.harness import AppProcess, demo_files
 from vicreg.metrics import read_metrics
 
 ADMIN = "load-bench-admin"

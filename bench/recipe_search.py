@@ -2,41 +2,64 @@
 
     python bench/recipe_search.py --pairs 15000 --run 'optimizer=adamw,lr=2e-3,batch_size=64' ...
     python bench/recipe_search.py --throughput --run 'batch_size=64' --run 'batch_size=64,augment.view_size=24'
+    python bench/recipe_search.py --budget_s 900 --run 'preset=cpu90' \\
+        --run 'preset=cpu90,augment.views=6,augment.view_size=16,augment.scale=0.2:0.6'
 
 Each --run is a comma list of TrainConfig fields (dotted for nested ones, e.g. augment.view_size=24,
-model.projector=1024-1024-1024). Every run sees the same number of training pairs unless it sets
-`pairs=`; results go to stdout as a table and to --out as JSON lines.
+model.projector=1024-1024-1024; a pair of numbers as lo:hi, e.g. augment.scale=0.2:0.6), optionally
+starting from a preset (`preset=cpu90`: its recipe, then the search's own run settings, one epoch over
+the images given, then the run's fields). augment.views=N trains on N views of each image (multi-view
+VICReg). Every run sees the same number of training images (--pairs) unless it sets `pairs=` (or
+`images=`), or --budget_s gives each run the images its measured step rate trains in that many
+seconds: an equal-compute comparison, since a step of N views costs more than a step of two.
+Results go to stdout as JSON lines and a table at the end, and to --out as JSON lines.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vicreg.config import PRESETS, TrainConfig
+from vicreg.data import Dataset, even_subset, load_dataset
+from vicreg.embed import load_model
+from vicreg.evaluate import extract_features, knn_accuracy, linear_probe
+from vicreg.runtime import make_runtime
+from vicreg.train import train
 
-from vicreg.config import TrainConfig  # noqa: E402
-from vicreg.data import even_subset, load_dataset  # noqa: E402
-from vicreg.evaluate import extract_features, knn_accuracy, linear_probe  # noqa: E402
-from vicreg.runtime import make_runtime  # noqa: E402
-from vicreg.train import train  # noqa: E402
+COLUMNS = ("run", "views", "view_px", "images", "views_seen", "train_min", "linear", "knn", "eff_rank")
+
+
+def _value(cfg: TrainConfig, key: str, value: str):
+    """A field's value from its text: `lo:hi` for a pair of numbers; with_values converts the rest."""
+    current = cfg.get(key)
+    if isinstance(current, tuple):
+        return tuple(float(v) for v in value.split(":"))
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes")
+    return value
 
 
 def parse_run(spec: str, base: TrainConfig) -> tuple[TrainConfig, int | None]:
-    cfg, pairs = TrainConfig.from_dict(base.to_dict()), None
-    for item in filter(None, spec.split(",")):
-        key, value = item.split("=", 1)
-        if key == "pairs":
-            pairs = int(float(value))
-            continue
-        obj, *path = key.split(".")
-        target = cfg if not path else getattr(cfg, obj)
-        field = path[0] if path else obj
-        kind = type(getattr(target, field)) if getattr(target, field) is not None else float
-        setattr(target, field, value if kind is str else kind(float(value)) if kind in (int, float) else value)
-    return cfg, pairs
+    """A run's config and its own number of training images (None: the search's)."""
+    items = [item.split("=", 1) for item in filter(None, spec.split(","))]
+    if any(len(item) != 2 for item in items):
+        raise SystemExit(f"--run {spec!r}: every item must be field=value")
+    cfg, images = base, None
+    if items and items[0][0] == "preset":
+        name = items.pop(0)[1]
+        if name not in PRESETS:
+            raise SystemExit(f"--run {spec!r}: unknown preset {name!r} (one of {', '.join(PRESETS)})")
+        run_fields = ("data", "checkpoint_dir", "knn_test", "threads", "epochs", "name", "train_subset")
+        cfg = TrainConfig.from_preset(name).updated({k: getattr(base, k) for k in run_fields})
+    for key, value in items:
+        if key in ("pairs", "images"):
+            images = int(float(value))
+        else:
+            cfg = cfg.with_values({key: _value(cfg, key, value)})
+    return cfg.validate(), images
 
 
 def probe(backbone, data, rt, aug, n: int) -> dict:
@@ -48,12 +71,12 @@ def probe(backbone, data, rt, aug, n: int) -> dict:
     return {"linear": res.top1, "linear_train": res.train_top1, "knn": knn_accuracy(ftr, tr.labels, fte, te.labels, 10)}
 
 
-def throughput(cfg: TrainConfig, data, steps: int = 0) -> float:
-    """Training pairs/s of one config's step (augmentation + forward + backward + update) on random
-    batches, after 3 warm-up steps; no logging, no checkpoints."""
+def throughput(cfg: TrainConfig, data: Dataset, steps: int = 0) -> float:
+    """Training images/s of one config's step (augmentation of all its views + forward + backward +
+    update) on random batches, after 3 warm-up steps; no logging, no checkpoints."""
     import torch
 
-    from vicreg.augment import two_views
+    from vicreg.augment import n_views
     from vicreg.model import VICReg
     from vicreg.optim import make_optimizer
 
@@ -66,9 +89,9 @@ def throughput(cfg: TrainConfig, data, steps: int = 0) -> float:
 
     def step() -> None:
         idx = torch.randint(0, len(data.train), (bs,), generator=g)
-        a, b = two_views(data.train.images[idx], cfg.augment, g)
+        views = n_views(data.train.images[idx], cfg.augment, g)
         with rt.autocast():
-            terms, _, _ = model(rt.prepare(a), rt.prepare(b))
+            terms, *_ = model(*map(rt.prepare, views))
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
         opt.step()
@@ -82,51 +105,83 @@ def throughput(cfg: TrainConfig, data, steps: int = 0) -> float:
     return n * bs / (time.perf_counter() - t0)
 
 
+def plan(cfg: TrainConfig, images: int, n_train: int) -> TrainConfig:
+    """`images` training images as whole passes over at most the training split (cosine over the run)."""
+    epochs = max(1, math.ceil(images / n_train))
+    return cfg.updated({"epochs": epochs, "train_subset": max(cfg.batch_size, round(images / epochs))})
+
+
+def run_one(spec: str, cfg: TrainConfig, data: Dataset, probe_n: int, threads: int) -> dict | None:
+    """Train one candidate, probe its backbone; its table row (None when the run failed)."""
+    t0 = time.perf_counter()
+    last, step = None, None
+    for ev in train(cfg, data=data):
+        last = ev
+        step = ev if ev.kind == "step" else step
+    secs = time.perf_counter() - t0
+    if last is None or last.status != "finished":
+        print(f"{spec}: {getattr(last, 'status', 'no events')} {getattr(last, 'reason', '')}", flush=True)
+        return None
+    rt = make_runtime("auto", "auto", True, threads)
+    model, mcfg, _ = load_model(last.checkpoint, rt)
+    res = probe(model.backbone, data, rt, mcfg.augment, probe_n)
+    seen = (cfg.train_subset // cfg.batch_size) * cfg.batch_size * cfg.epochs
+    return {"run": spec, "views": cfg.augment.views, "view_px": cfg.augment.view_size or cfg.augment.size,
+            "images": seen, "views_seen": seen * cfg.augment.views, "pairs": seen, "train_s": round(secs, 1),
+            "train_min": round(secs / 60, 2), **res, "emb_std": step.emb_std if step else None,
+            "eff_rank": step.eff_rank if step else None}
+
+
+def table(rows: list[dict]) -> str:
+    """The runs as one markdown table (accuracies in %)."""
+    def cell(row: dict, col: str) -> str:
+        v = row.get(col)
+        if col in ("linear", "knn") and v is not None:
+            return f"{100 * v:.2f} %"
+        if isinstance(v, float):
+            return f"{v:.2f}" if col == "train_min" else f"{v:.1f}"
+        return f"`{v}`" if col == "run" else str(v)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", required=True)
-    ap.add_argument("--pairs", type=int, default=15000)
+    ap.add_argument("--pairs", type=int, default=15000, help="training images per run (each brings its views)")
+    ap.add_argument("--budget_s", type=float, default=0,
+                    help="instead of --pairs: the images each run's measured step rate trains in this many seconds")
     ap.add_argument("--probe_n", type=int, default=10000)
     ap.add_argument("--data", default=os.environ.get("VICREG_DATA", "data"))
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="runs/recipe_search.jsonl")
-    ap.add_argument("--throughput", action="store_true", help="only time each run's training step (pairs/s)")
+    ap.add_argument("--throughput", action="store_true", help="only time each run's training step (images/s)")
     args = ap.parse_args()
     data = load_dataset(args.data)
+    base = TrainConfig(data=args.data, checkpoint_dir="runs/search", knn_test=0, threads=args.threads, epochs=1,
+                       name="search")
+    runs = [(spec, *parse_run(spec, base)) for spec in args.run]  # every spec checked before any training
     if args.throughput:
-        base = TrainConfig(threads=args.threads)
-        rates = {spec: throughput(parse_run(spec, base)[0], data) for spec in args.run}
-        for spec, rate in rates.items():  # ratios within one run: the machine is shared and noisy
-            print(f"{spec:60s} {rate:7.1f} pairs/s  {rate / next(iter(rates.values())):5.2f}x the first")
+        rates = [throughput(cfg, data) for _, cfg, _ in runs]
+        first = rates[0]
+        for (spec, cfg, _), rate in zip(runs, rates, strict=True):  # ratios within one run: the machine is shared
+            print(f"{spec:70s} {rate:7.1f} images/s {rate * cfg.augment.views:8.1f} views/s  {rate / first:5.2f}x "
+                  "the first", flush=True)
         return
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    base = TrainConfig(data=args.data, checkpoint_dir="runs/search", knn_test=0, threads=args.threads, epochs=1)
-    for spec in args.run:
-        cfg, pairs = parse_run(spec, base)
-        cfg.train_subset = pairs or args.pairs
-        cfg.name = "search"
-        t0 = time.perf_counter()
-        last = None
-        model_holder = {}
-        for ev in train(cfg, data=data):
-            last = ev
-            if ev.kind == "step":
-                model_holder["ev"] = ev
-        secs = time.perf_counter() - t0
-        if last.status != "finished":
-            print(f"{spec}: {last.status} {last.reason}", flush=True)
+    rows = []
+    for spec, cfg, images in runs:
+        if images is None and args.budget_s > 0:
+            images = int(throughput(cfg, data) * args.budget_s)
+        row = run_one(spec, plan(cfg, images or args.pairs, len(data.train)), data, args.probe_n, args.threads)
+        if row is None:
             continue
-        from vicreg.embed import load_model
-
-        rt = make_runtime("auto", "auto", True, args.threads)
-        model, mcfg, _ = load_model(last.checkpoint, rt)
-        res = probe(model.backbone, data, rt, mcfg.augment, args.probe_n)
-        step = model_holder.get("ev")
-        row = {"run": spec, "pairs": cfg.train_subset * cfg.epochs, "train_s": round(secs, 1), **res,
-               "emb_std": step.emb_std if step else None, "eff_rank": step.eff_rank if step else None}
+        rows.append(row)
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
+    print(table(rows))
 
 
 if __name__ == "__main__":

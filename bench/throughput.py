@@ -2,8 +2,8 @@
 
     python bench/throughput.py [--data PATH] [--batch_size 128] [--steps 6] [--compile] [--json out.json]
 
-Run it as a script from anywhere: it puts the repository root on sys.path itself, so the `vicreg`
-package needs no install (the same convention as bench/app_bench.py and bench/recipe_search.py).
+Run it as a script from anywhere once the project is installed (requirements-dev.txt installs it
+editable, as the README's test command does).
 
 The original-style pipeline is per-image PIL transforms in a DataLoader (2 workers) feeding an
 fp32 NCHW model step. Ours is the whole dataset as a uint8 tensor, batched augmentation on the
@@ -15,24 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vicreg.augment import two_views  # noqa: E402
-from vicreg.config import TrainConfig, default_data_root  # noqa: E402
-from vicreg.data import load_dataset  # noqa: E402
-from vicreg.evaluate import extract_features  # noqa: E402
-from vicreg.model import VICReg  # noqa: E402
-from vicreg.optim import make_optimizer  # noqa: E402
-from vicreg.runtime import cpu_kind, make_runtime  # noqa: E402
-from vicreg.train import train  # noqa: E402
+from vicreg.augment import two_views
+from vicreg.config import TrainConfig, default_data_root
+from vicreg.data import load_dataset
+from vicreg.evaluate import extract_features
+from vicreg.model import VICReg
+from vicreg.optim import make_optimizer
+from vicreg.runtime import cpu_kind, make_runtime
+from vicreg.train import train
 
 
 def _sync() -> None:
@@ -57,7 +53,7 @@ def matmul_ceiling(sizes=(2048, 4096), dtype=torch.bfloat16) -> dict[int, float]
     out = {}
     for n in sizes:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        best = min(_timeit(lambda: a @ b, 2 if n > 2048 else 5, 1) for _ in range(3))
+        best = min(_timeit(lambda a=a, b=b: a @ b, 2 if n > 2048 else 5, 1) for _ in range(3))
         out[n] = 2 * n**3 / best / 1e9
     return out
 
@@ -170,7 +166,7 @@ def _steps(r: dict, cfg: TrainConfig, fast, orig, imgs, workers: int, steps: int
     batch = imgs[:B].to(fast.device)
     g = torch.Generator(device=batch.device).manual_seed(0)  # a generator on the batch's device
     r["aug_ours"] = B / _timeit(lambda: two_views(batch, cfg.augment, g), 20, 2)
-    r["aug_original"] = _loader_rate(imgs.numpy(), cfg, workers, lambda b: None, 12)
+    r["aug_original"] = _loader_rate(imgs.numpy(), cfg, workers, lambda _batch: None, 12)
     v_a, v_b = two_views(batch, cfg.augment, g)
     step = _step_fn(cfg, fast)
     r["step_ours"] = B / _timeit(lambda: step(v_a, v_b), steps, 2)

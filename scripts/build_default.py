@@ -18,20 +18,17 @@ import argparse
 import datetime
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vicreg.checkpoint import load_checkpoint, pack_checkpoint  # noqa: E402
-from vicreg.data import load_dataset  # noqa: E402
-from vicreg.embed import load_model  # noqa: E402
-from vicreg.evaluate import extract_features  # noqa: E402
-from vicreg.files import atomic_write, file_sha256  # noqa: E402
-from vicreg.metrics import read_metrics  # noqa: E402
-from vicreg.runtime import make_runtime  # noqa: E402
+from vicreg.checkpoint import load_checkpoint, pack_checkpoint
+from vicreg.data import load_dataset
+from vicreg.embed import load_model
+from vicreg.evaluate import extract_features
+from vicreg.files import atomic_write, file_sha256
+from vicreg.metrics import read_metrics
+from vicreg.runtime import make_runtime
 
 
 def first_per_class(labels: np.ndarray, n: int) -> np.ndarray:

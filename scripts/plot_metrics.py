@@ -7,12 +7,9 @@ Needs matplotlib (not a runtime dependency: pip install matplotlib).
 """
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from vicreg.metrics import read_metrics  # noqa: E402
+from vicreg.metrics import read_metrics
 
 
 def main(src: str, dst: str) -> None:
@@ -31,7 +28,7 @@ def main(src: str, dst: str) -> None:
     fig, ax = plt.subplots(2, 3, figsize=(13, 6.5))
     panels = [("loss", "total loss"), ("invariance", "invariance (MSE)"), ("variance", "variance (hinge on std)"),
               ("covariance", "covariance (off-diagonal)"), ("emb_std", "embedding std / eff. rank")]
-    for a, (key, title) in zip(ax.flat, panels):
+    for a, (key, title) in zip(ax.flat[: len(panels)], panels, strict=True):  # the last: kNN
         a.plot(x, [s[key] for s in steps], lw=0.8)
         a.set_title(title)
         a.set_xlabel("step")

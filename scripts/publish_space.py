@@ -24,12 +24,11 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import httpx  # huggingface_hub's HTTP client: its network errors
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-import httpx  # noqa: E402  (huggingface_hub's HTTP client: its network errors)
-from huggingface_hub import HfApi  # noqa: E402
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SECRET_NAME = "VICREG_ADMIN_TOKEN"
 MIN_SECRET_CHARS = 12  # visitors can try secrets through the API: a short one can be guessed
@@ -58,7 +57,7 @@ def _dir_reason(dirs: list[str]) -> str | None:
     """Why files under the folder `dirs` (path parts from the project root) stay home, or None."""
     if any(d in ENVIRONMENT_DIRS for d in dirs):
         return "environment or version control"
-    if any(d in CACHE_DIRS for d in dirs):
+    if any(d in CACHE_DIRS for d in dirs) or any(d.endswith(".egg-info") for d in dirs):
         return "cache"
     joined = "/".join(dirs) + "/"
     if any(joined.startswith(d + "/") for d in OUTPUT_DIRS):
@@ -89,6 +88,8 @@ def skip_reason(rel: str) -> str | None:
 
 def require_packed(folder: str, rel: str) -> None:
     """Refuse a shipped checkpoint that is not the packed form (or not a readable checkpoint at all)."""
+    if ROOT not in sys.path:  # run as `python scripts/publish_space.py` after the app's install (not the project's)
+        sys.path.insert(0, ROOT)
     from vicreg.checkpoint import CheckpointError, read_meta
 
     try:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vicreg import checkpoint as ck
+from vicreg import names, resume
 from vicreg.config import AugmentConfig, LossConfig, ModelConfig, TrainConfig
 from vicreg.model import VICReg
 from vicreg.optim import make_optimizer
@@ -32,7 +33,7 @@ def test_round_trip_restores_model_and_optimizer(tmp_path, optimizer):
     opt2 = make_optimizer(m2, c.config)
     ck.load_model_state(m2, c)
     ck.load_optimizer_state(opt2, c)
-    for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
+    for a, b in zip(m.state_dict().values(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     s1, s2 = opt.state_dict(), opt2.state_dict()
     assert s1["param_groups"] == s2["param_groups"]
@@ -49,7 +50,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = ck.save_checkpoint(str(tmp_path / "b.safetensors"), m, opt, {"config": cfg.to_dict(), "epoch": 1, "step": 1})
     before = open(path, "rb").read()
 
-    def boom(tensors, filename, metadata=None):
+    def boom(_tensors, filename, **_metadata):
         open(filename, "wb").write(b"partial")
         raise OSError("disk full")
 
@@ -82,12 +83,12 @@ def test_mismatched_and_bad_files_give_clear_errors(tmp_path):
 @pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "a/b", "..", ".hidden", "", "x\\y"])
 def test_names_cannot_escape_the_checkpoint_folder(bad):
     with pytest.raises(ck.CheckpointError, match="invalid checkpoint name"):
-        ck.safe_name(bad)
+        names.safe_name(bad)
 
 
 def test_original_style_names_are_accepted():
-    assert ck.safe_name("vicreg_model.pth") == "vicreg_model"
-    assert ck.checkpoint_path("checkpoints", "run1") == os.path.join("checkpoints", "run1.safetensors")
+    assert names.safe_name("vicreg_model.pth") == "vicreg_model"
+    assert names.checkpoint_path("checkpoints", "run1") == os.path.join("checkpoints", "run1.safetensors")
 
 
 # --- the one resume rule ---------------------------------------------------------------------------
@@ -107,29 +108,29 @@ RECIPE = TrainConfig(epochs=4, batch_size=64, optimizer="adamw", lr=2e-3, weight
 
 def test_resume_finishes_the_planned_run(tmp_path):
     c = _saved(tmp_path, "half", RECIPE, epoch=1, step=10)
-    cfg = ck.resume_config(c, TrainConfig())
+    cfg = resume.resume_config(c, TrainConfig())
     assert cfg.epochs == 4
-    assert ck.resume_config(c, TrainConfig(epochs=99)).epochs == 4  # the caller's epochs is not a total
+    assert resume.resume_config(c, TrainConfig(epochs=99)).epochs == 4  # the caller's epochs is not a total
 
 
 def test_n_more_epochs_gives_done_plus_n(tmp_path):
     c = _saved(tmp_path, "done", RECIPE, epoch=4, step=40, complete=True)
-    assert ck.more_epochs(c, 3) == 7
-    assert ck.resume_config(c, TrainConfig(), ck.more_epochs(c, 3)).epochs == 7
+    assert resume.more_epochs(c, 3) == 7
+    assert resume.resume_config(c, TrainConfig(), resume.more_epochs(c, 3)).epochs == 7
     half = _saved(tmp_path, "mid", RECIPE, epoch=2, step=25, step_in_epoch=5)  # inside epoch 3
-    assert ck.more_epochs(half, 1) == 3  # finishing the current epoch is the first of the n
+    assert resume.more_epochs(half, 1) == 3  # finishing the current epoch is the first of the n
     with pytest.raises(ck.CheckpointError, match="at least 1, got 0"):
-        ck.more_epochs(c, 0)
+        resume.more_epochs(c, 0)
 
 
 def test_a_finished_run_without_more_epochs_is_refused_with_what_to_do(tmp_path):
     c = _saved(tmp_path, "finished", RECIPE, epoch=4, step=40, complete=True)
     with pytest.raises(ck.CheckpointError) as e:
-        ck.resume_config(c, TrainConfig())
+        resume.resume_config(c, TrainConfig())
     assert "finished has finished its 4 planned epochs" in str(e.value)
     assert "RE_TRAIN --epochs N trains N more" in str(e.value)
     with pytest.raises(ck.CheckpointError, match="finished its 4 planned epochs"):
-        ck.resume_config(c, TrainConfig(), 4)  # a total that is not beyond what is done
+        resume.resume_config(c, TrainConfig(), 4)  # a total that is not beyond what is done
 
 
 def test_resume_takes_the_recipe_from_the_checkpoint_and_run_fields_from_the_caller(tmp_path):
@@ -138,12 +139,12 @@ def test_resume_takes_the_recipe_from_the_checkpoint_and_run_fields_from_the_cal
                          model=ModelConfig(projector="8-8"), loss=LossConfig(), name="new_name", device="cpu",
                          precision="fp32", data="/new/data", checkpoint_dir="/new/dir", compile=True, log_every=3,
                          threads=1, knn_train=10, knn_test=0)
-    cfg = ck.resume_config(c, caller)
-    for f in ck.RUN_FIELDS:
+    cfg = resume.resume_config(c, caller)
+    for f in resume.RUN_FIELDS:
         assert getattr(cfg, f) == getattr(caller, f), f
     expected = RECIPE.to_dict()
     got = cfg.to_dict()
-    for f in set(expected) - set(ck.RUN_FIELDS):
+    for f in set(expected) - set(resume.RUN_FIELDS):
         assert got[f] == expected[f], f
     assert cfg.model.projector == "32-16" and cfg.loss.var_coeff == 0.0 and cfg.augment.view_size == 24
 
@@ -170,7 +171,7 @@ def test_pack_keeps_only_the_backbone_in_fp16_in_a_third_of_the_size(full_and_pa
     assert {str(v.dtype) for k, v in c.tensors.items() if not k.endswith("num_batches_tracked")} == {"torch.float16"}
     backbone = {f"model.{k}" for k in VICReg(ModelConfig(projector="32-16")).state_dict() if k.startswith("backbone.")}
     assert set(c.tensors) == backbone
-    assert json.load(open(ck.sidecar_path(packed)))["packed"] is True
+    assert json.load(open(names.sidecar_path(packed)))["packed"] is True
 
 
 def test_a_packed_checkpoint_embeds_like_the_full_one_within_fp16(full_and_packed):
@@ -201,7 +202,7 @@ def test_a_packed_checkpoint_cannot_resume(full_and_packed, tmp_path):
     _, packed = full_and_packed
     c = ck.load_checkpoint(packed)
     with pytest.raises(ck.CheckpointError, match="packed demo checkpoint"):
-        ck.resume_config(c, TrainConfig())
+        resume.resume_config(c, TrainConfig())
     cfg = c.config
     with pytest.raises(ck.CheckpointError, match="packed demo checkpoint"):
         ck.load_optimizer_state(make_optimizer(VICReg(cfg.model), cfg), c)

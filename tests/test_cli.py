@@ -178,3 +178,53 @@ def test_the_throughput_benchmark_lives_in_bench_not_in_the_package():
     r = subprocess.run([sys.executable, "-c", "import vicreg.bench"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 1 and "No module named 'vicreg.bench'" in r.stderr
+
+
+def test_options_set_fields_by_dotted_name_and_zero_unsets():
+    """TrainConfig.with_values is the CLI's (and the app's) one rule: dotted names, 0 = unset for lr and
+    train_subset, values converted to the field's type."""
+    from vicreg.cli import build_parser, given_options, train_config
+
+    args = build_parser().parse_args(["TRAIN", "--preset", "cpu90", "--lr", "0", "--train_subset", "0",
+                                      "--var_coeff", "0", "--view_size", "16", "--epochs", "3"])
+    assert given_options(args, ["lr", "var_coeff", "view_size", "seed"]) == {
+        "lr": 0.0, "loss.var_coeff": 0.0, "augment.view_size": 16}  # seed was not given
+    cfg = train_config(args)
+    assert (cfg.lr, cfg.train_subset, cfg.loss.var_coeff, cfg.augment.view_size, cfg.epochs) == (None, None, 0.0, 16, 3)
+    assert (cfg.optimizer, cfg.batch_size, cfg.get("loss.inv_coeff"), cfg.get("augment.view_size")) == (
+        "adamw", 64, 25.0, 16)  # the rest is the preset's
+    assert cfg.shown(["lr", "train_subset", "epochs"]) == {"lr": 0, "train_subset": 0, "epochs": 3}
+    with pytest.raises(ValueError, match="epochs must be a whole number, got 2.5"):
+        cfg.with_values({"epochs": 2.5})
+    with pytest.raises(ValueError, match="unknown config field 'loss.nope'"):
+        cfg.with_values({"loss.nope": 1})
+
+
+@pytest.mark.parametrize("preset", ["quick_demo", "cpu90", "gpu"])
+def test_train_args_give_back_the_same_config(preset, tmp_path):
+    """What the app runs under torchrun: TRAIN with every option, which rebuilds the config exactly."""
+    from vicreg.cli import build_parser, train_args, train_config
+    from vicreg.config import TrainConfig
+
+    cfg = TrainConfig.from_preset(preset).with_values({"loss.var_coeff": 0, "name": "run", "lr": 0.05,
+                                                       "data": str(tmp_path / "data dir"), "knn_train": 123})
+    args = train_args(cfg)
+    assert args[0] == "TRAIN" and "--knn_train=123" in args and f"--data={tmp_path / 'data dir'}" in args
+    assert train_config(build_parser().parse_args(args)) == cfg
+    with pytest.raises(ValueError, match=r"cannot all be given on the command line \(momentum\)"):
+        train_args(cfg.with_values({"momentum": 0.5}))
+
+
+def test_resume_args_continue_the_plan_or_train_more():
+    from vicreg.cli import resume_args
+    from vicreg.config import TrainConfig
+
+    cfg = TrainConfig.from_preset("quick_demo").with_values({"name": "q", "checkpoint_dir": "ck", "device": "cpu",
+                                                             "threads": 1, "data": "d.npz"})
+    meta = {"config": cfg.to_dict(), "epoch": 1}
+    args = resume_args(cfg, "ck/q.safetensors", meta)
+    assert args[:3] == ["RE_TRAIN", "--model_path=ck/q.safetensors", "--checkpoint_dir=ck"]
+    assert "--device=cpu" in args and "--threads=1" in args and "--data=d.npz" in args
+    assert not [a for a in args if a.startswith(("--epochs", "--name"))]  # finish the planned 3 epochs, same file
+    more = resume_args(cfg.with_values({"epochs": 5, "name": "q2"}), "ck/q.safetensors", meta)
+    assert "--epochs=4" in more and "--name=q2" in more  # 4 more after the 1 done: 5 in all

@@ -8,10 +8,9 @@ import threading
 
 import pytest
 
-from vicreg import distributed as ddp
 from vicreg.checkpoint import list_checkpoints, save_checkpoint
 from vicreg.config import ModelConfig, TrainConfig
-from vicreg.faults import parse
+from vicreg.faults import Fault, parse
 from vicreg.files import sweep_stale_temps
 from vicreg.metrics import cut_torn_tail, open_for_append, read_metrics
 from vicreg.model import VICReg
@@ -33,18 +32,18 @@ def test_the_fault_spec():
 
 def test_stop_at_a_step_on_one_rank():
     stop = threading.Event()
-    ddp.fault_hook(ddp.Dist(fault=parse("stop:0:2")), 1, stop)
+    parse("stop:0:2").at_step(0, 1, stop)
     assert not stop.is_set()
-    ddp.fault_hook(ddp.Dist(rank=1, world=2, fault=parse("stop:0:2")), 2, stop)  # another rank's fault
+    parse("stop:0:2").at_step(1, 2, stop)  # another rank's fault
     assert not stop.is_set()
-    ddp.fault_hook(ddp.Dist(fault=parse("stop:0:2")), 2, stop)
+    parse("stop:0:2").at_step(0, 2, stop)
     assert stop.is_set()
-    ddp.fault_hook(ddp.Dist(), 2, threading.Event())  # no fault: nothing happens
+    Fault().at_step(0, 2, threading.Event())  # no fault: nothing happens
 
 
 KILLED_WRITE = """
 import sys
-from vicreg.faults import parse
+from vicreg.faults import Fault, parse
 from vicreg.files import atomic_write
 fault = parse(sys.argv[2])
 atomic_write(sys.argv[1], lambda tmp: open(tmp, "wb").write(bytes(range(200))), on_written=fault.on_written("ckpt"))

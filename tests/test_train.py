@@ -5,15 +5,17 @@ import threading
 import pytest
 import torch
 
-from vicreg.checkpoint import load_checkpoint, more_epochs
+from vicreg.checkpoint import load_checkpoint
 from vicreg.config import LossConfig, ModelConfig, TrainConfig
 from vicreg.data import even_subset
 from vicreg.embed import load_model
 from vicreg.evaluate import extract_features, knn_accuracy
 from vicreg.events import to_dict
+from vicreg.health import effective_rank
 from vicreg.optim import lr_at
+from vicreg.resume import more_epochs
 from vicreg.runtime import make_runtime
-from vicreg.train import effective_rank, train
+from vicreg.train import train
 
 
 def _cfg(tmp_path, name, **kw):
@@ -149,7 +151,7 @@ def test_a_collapse_warning_reaches_the_events_once_and_the_run_finishes(cifar, 
     import vicreg.health
 
     real = vicreg.health.CollapseWatch.update
-    monkeypatch.setattr(vicreg.health.CollapseWatch, "update", lambda self, step, s, r: real(self, step, 0.0, 0.0))
+    monkeypatch.setattr(vicreg.health.CollapseWatch, "update", lambda self, step, _s, _r: real(self, step, 0.0, 0.0))
     events = _run(_cfg(tmp_path, "collapse", epochs=3, train_subset=256), cifar)
     warned = [e for e in events if e.kind == "step" and e.warning]
     assert events[-1].status == "finished" and [e.step for e in warned] == [20]

@@ -23,8 +23,6 @@ import threading
 
 from .cli import MODES, RECIPE_OPTIONS, CLIError, build_parser, given_options, train_config
 
-EXPECTED_ERRORS = ("DataError", "CheckpointError", "ValueError", "FileNotFoundError", "FloatingPointError")
-
 
 def _fill_run_defaults(args) -> None:
     """EVALUATE / INFERENCE read these options directly: unset ones take TrainConfig's values."""
@@ -39,8 +37,10 @@ def _fill_run_defaults(args) -> None:
 def _resume(args) -> int:
     """RE_TRAIN: finish the checkpoint's planned run, or (--epochs N) train N more epochs; into the
     same file unless --name gives a new one."""
-    from .checkpoint import checkpoint_stem, load_checkpoint, more_epochs, resume_config, safe_name
+    from .checkpoint import load_checkpoint
     from .config import TrainConfig
+    from .names import checkpoint_stem, safe_name
+    from .resume import more_epochs, resume_config
 
     if args.name:
         safe_name(args.name, args.checkpoint_dir or TrainConfig().checkpoint_dir)  # before loading anything
@@ -48,8 +48,8 @@ def _resume(args) -> int:
     ignored = [f"--{o}" for o in RECIPE_OPTIONS if getattr(args, o) is not None] + (["--preset"] if args.preset else [])
     if ignored and _rank() == 0:
         print(f"note: RE_TRAIN keeps the checkpoint's recipe; ignoring {', '.join(ignored)}")
-    run = TrainConfig().updated(given_options(args, ["device", "precision", "threads", "log_every", "data", "compile",
-                                                    "knn_test"]))
+    run = TrainConfig().with_values(given_options(args, ["device", "precision", "threads", "log_every", "data",
+                                                        "compile", "knn_train", "knn_test"]))
     run.name = safe_name(args.name) if args.name else checkpoint_stem(ckpt.path)
     if args.checkpoint_dir:
         run.checkpoint_dir = args.checkpoint_dir
@@ -72,7 +72,7 @@ def _stop_signals(stop: threading.Event) -> dict:
 
     world = int(os.environ.get("WORLD_SIZE", 1))
 
-    def on_signal(signum, frame):
+    def on_signal(_signum, _frame):
         if stop.is_set():
             if world == 1:
                 raise KeyboardInterrupt
@@ -89,7 +89,7 @@ def _stop_signals(stop: threading.Event) -> dict:
 
 
 def _run_training(cfg, resume: str | None) -> int:
-    from .checkpoint import safe_name
+    from .names import safe_name
     from .train import train
 
     safe_name(cfg.name, cfg.checkpoint_dir)  # before the data loads: a bad name or a link out fails at once
@@ -106,7 +106,7 @@ def _report(cfg, events, quiet: bool) -> int:
     """Print the run's events (nothing but errors on ranks other than 0) and return the exit code."""
     from tqdm import tqdm
 
-    from .train import metrics_path
+    from .names import metrics_path
 
     bar = None
     for ev in events:
@@ -115,7 +115,7 @@ def _report(cfg, events, quiet: bool) -> int:
         if ev.kind == "start":
             print(f"{'resuming' if ev.resumed_from else 'training'} {ev.run} on {ev.runtime}: {ev.n_train} images, "
                   f"epochs {ev.start_epoch + 1}-{ev.epochs}, {ev.steps_per_epoch} steps/epoch; "
-                  f"metrics -> {metrics_path(cfg)}")
+                  f"metrics -> {metrics_path(cfg.checkpoint_dir, cfg.name)}")
             for note in ev.notes:
                 print(f"note: {note}")
             bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
@@ -135,8 +135,7 @@ def _report(cfg, events, quiet: bool) -> int:
             msg = f"{ev.status}: {ev.reason}" + (f"; checkpoint {ev.checkpoint}" if ev.checkpoint else "")
             if ev.status == "failed":
                 print(f"error: {msg}", file=sys.stderr)
-                # bad data, checkpoint or settings are the user's to fix (2); anything else is a bug (1)
-                return 2 if ev.reason.split(":", 1)[0] in EXPECTED_ERRORS else 1
+                return ev.exit_code
             if not quiet:
                 print(msg)
             return 0
@@ -173,17 +172,12 @@ def _evaluate(args) -> int:
             bar.update(int(f * 100) - bar.n)
 
         rep = evaluate_backbone(model.backbone, data.train.images, data.train.labels, data.test.images,
-                                data.test.labels,
-                                data.classes, rt, cfg.augment, probe_epochs=args.probe_epochs, progress=progress)
+                                data.test.labels, data.classes, rt, cfg.augment, probe_epochs=args.probe_epochs,
+                                progress=progress)
     who = path or "random-initialised backbone"
-    print(f"{who}: linear probe top-1 {rep.linear.top1:.2%} (train {rep.linear.train_top1:.2%}), "
-          f"kNN (k=200, T=0.1) top-1 {rep.knn_top1:.2%} [{rep.seconds:.0f}s]")
-    print("per class: " + ", ".join(f"{c} {a:.0%}" for c, a in zip(rep.classes, rep.linear.per_class)))
-    report = {"model": who, "linear_top1": rep.linear.top1, "knn_top1": rep.knn_top1,
-              "train_top1": rep.linear.train_top1,
-              "per_class": rep.linear.per_class, "confusion": rep.linear.confusion, "classes": rep.classes,
-              "n_train": len(data.train), "n_test": len(data.test), "probe_epochs": args.probe_epochs,
-              "seconds": rep.seconds, "runtime": rt.describe()}
+    print(f"{who}: {rep.line()}")
+    print("per class: " + ", ".join(f"{c} {a:.0%}" for c, a in zip(rep.classes, rep.per_class, strict=True)))
+    report = rep.to_dict(model=who, runtime=rt.describe())
     print(json.dumps({k: report[k] for k in ("model", "linear_top1", "knn_top1", "per_class")}))
     if args.output:  # the whole report (with the confusion matrix) as JSON
         atomic_write_text(args.output, json.dumps(report, indent=1))
@@ -194,9 +188,9 @@ def _evaluate(args) -> int:
 def _inference(args) -> int:
     import numpy as np
 
-    from .checkpoint import checkpoint_stem, leads_out
     from .data import IMAGE_EXTS, load_dataset
     from .embed import embed_images, load_files, load_model
+    from .names import checkpoint_stem, leads_out
     from .runtime import make_runtime
 
     path = _resolve_model(args)
@@ -240,8 +234,8 @@ def _inference(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError, safe_name
     from .data import DataError
+    from .names import CheckpointError, safe_name
 
     try:
         args = build_parser().parse_args(argv)

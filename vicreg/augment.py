@@ -1,4 +1,4 @@
-"""Two-view VICReg augmentation, batched on tensors on the training device.
+"""VICReg augmentation (two views of each image, or more), batched on tensors on the training device.
 
 Every sample draws its own parameters (crop box, flip, jitter factors and order, grayscale,
 solarisation) as tensors, and one set of batched ops applies them, so there is no per-image
@@ -194,10 +194,18 @@ def augment(
     return apply_params(images, p, size or cfg.size), p
 
 
+def n_views(
+    images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None, n: int | None = None
+) -> list[Tensor]:
+    """The training views: `n` (default cfg.views) independent views of each image at cfg.view_size,
+    normalised for the network. One view after another from the same generator, so views 1 and 2 are
+    exactly two_views' pair, and every run (and its exact resume) with two views draws what it always did."""
+    size = cfg.view_size or cfg.size
+    return [normalize(augment(images, cfg, generator, size)[0], cfg) for _ in range(n or cfg.views)]
+
+
 def two_views(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """The training pair: two independent views, normalised for the network."""
-    size = cfg.view_size or cfg.size
-    a, _ = augment(images, cfg, generator, size)
-    b, _ = augment(images, cfg, generator, size)
-    return normalize(a, cfg), normalize(b, cfg)
+    a, b = n_views(images, cfg, generator, 2)
+    return a, b
 

@@ -17,16 +17,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig
-from .faults import Fault, reach
+from .faults import Fault
 from .files import atomic_write, atomic_write_text, sweep_stale_temps
+from .names import SUFFIX, CheckpointError, leads_out, sidecar_path
+from .resume import RESUME_MAY_CHANGE
 from .sidecar import disagreement
 
-SUFFIX = ".safetensors"
 FORMAT = "vicreg-studio/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable, or does not match the model asked for."""
+# how this process runs the optimiser (fused / foreach kernels) is the live optimiser's choice, not the
+# saved one's: a checkpoint from a CPU run must not switch off fused AdamW on a GPU
+LIVE_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 
 @dataclass
@@ -47,53 +47,11 @@ class Checkpoint:
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
 
-
-def checkpoint_stem(path: str) -> str:
-    """'checkpoints/cpu90.safetensors' -> 'cpu90': the run name a checkpoint file carries."""
-    base = os.path.basename(path)
-    return base[: -len(SUFFIX)] if base.endswith(SUFFIX) else os.path.splitext(base)[0]
-
-
-# The files a run writes beside each other in the checkpoint folder: the checkpoint, its JSON sidecar,
-# the metrics log (appended to, and cut back to its last whole line, in place) and INFERENCE's output.
-RUN_FILE_SUFFIXES = (SUFFIX, ".json", ".metrics.jsonl", ".embeddings.npy")
-
-
-def leads_out(path: str, folder: str) -> bool:
-    """True if `path` resolves (symlinks followed) to somewhere outside `folder`."""
-    root, real = os.path.realpath(folder), os.path.realpath(path)
-    return os.path.commonpath([root, real]) != root
-
-
-def safe_name(name: str, checkpoint_dir: str | None = None) -> str:
-    """Checkpoint name -> file stem; refuses anything that could escape the checkpoint folder: a path
-    (`../x`, `/abs`, `a/b`, `a\\b`), a hidden name, control characters (NUL, newline, ...), an overlong
-    name and, given the folder, a name whose files there are symlinks leading out of it: the atomic
-    writes would only replace such a link, but the metrics log is appended to and cut through it."""
-    name = str(name)
-    if name.endswith(SUFFIX):
-        base = name[: -len(SUFFIX)]
-    else:
-        base = os.path.splitext(name)[0] if name.endswith((".pth", ".pt")) else name
-    shown = repr(name if len(name) <= 80 else name[:80] + "…")
-    if not base or base in (".", "..") or "/" in base or "\\" in base or os.path.isabs(name) or base.startswith("."):
-        raise CheckpointError(f"invalid checkpoint name {shown}: use a plain file name such as 'vicreg_model' "
-                              "(it is saved under the checkpoint folder)")
-    if any(ord(c) < 32 or ord(c) == 127 for c in base) or len(base) > 200:
-        raise CheckpointError(f"invalid checkpoint name {shown}: use at most 200 letters, digits, '-' or '_', "
-                              "without control characters such as newlines")
-    if checkpoint_dir is not None:
-        for suffix in RUN_FILE_SUFFIXES:
-            path = os.path.join(checkpoint_dir, base + suffix)
-            if os.path.islink(path) and leads_out(path, checkpoint_dir):
-                raise CheckpointError(f"the checkpoint name {base!r} is taken by a link ({base}{suffix}) that "
-                                      "leads out of the checkpoint folder; choose another name")
-    return base
-
-
-def checkpoint_path(checkpoint_dir: str, name: str) -> str:
-    """Where run `name` saves; refuses names whose files in the folder are links leading out of it."""
-    return os.path.join(checkpoint_dir, safe_name(name, checkpoint_dir) + SUFFIX)
+    def require_resumable(self) -> None:
+        """Refuse a packed checkpoint as the start of more training (it has no optimiser state)."""
+        if self.packed:
+            raise CheckpointError(f"{self.path} is a packed demo checkpoint (backbone only, 16-bit), so training "
+                                  "cannot resume from it; train a full one with its preset")
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -116,7 +74,7 @@ def save_checkpoint(
     extra: dict[str, torch.Tensor] | None = None,
     fault: Fault | None = None,
 ) -> str:
-    """`extra` holds other named tensors (e.g. an RNG state as "rng.augment"); `fault` is the test hook."""
+    """`extra` holds other named tensors (e.g. an RNG state as "rng.augment"); `fault`: the run's test hooks."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
@@ -129,31 +87,25 @@ def save_checkpoint(
 
 
 def _write(path: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], fault: Fault | None = None) -> str:
-    text, side = json.dumps(meta), sidecar_path(path)
+    text, side, fault = json.dumps(meta), sidecar_path(path), fault or Fault()
 
     def before_rename(tmp: str) -> None:
-        if fault is not None:
-            fault.on_written("ckpt")(tmp)
+        fault.on_written("ckpt")(tmp)
         # the old sidecar goes before the new file lands: a crash between the two then leaves a
         # checkpoint with no sidecar, never one beside another save's (maybe another recipe's) sidecar
         if os.path.lexists(side):
             os.remove(side)
 
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"vicreg": text}), on_written=before_rename)
-    reach(fault, "sidecar")
+    fault.reach("sidecar")
     sidecar = {k: v for k, v in meta.items() if k != "optimizer"}
-    atomic_write_text(side, json.dumps(sidecar, indent=2), on_written=fault.on_written("sidecar") if fault else None)
+    atomic_write_text(side, json.dumps(sidecar, indent=2), on_written=fault.on_written("sidecar"))
     return path
 
 
 def sweep_temps(path: str) -> list[str]:
     """Remove the temporary files that killed writers of this checkpoint (and its sidecar) left."""
     return sweep_stale_temps(path) + sweep_stale_temps(sidecar_path(path))
-
-
-def sidecar_path(path: str) -> str:
-    """The JSON copy of a checkpoint's metadata, for people and tools without torch."""
-    return path[: -len(SUFFIX)] + ".json" if path.endswith(SUFFIX) else path + ".json"
 
 
 def pack_checkpoint(ckpt: "Checkpoint", path: str, extra_meta: dict[str, Any] | None = None) -> str:
@@ -245,10 +197,8 @@ def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
+    ckpt.require_resumable()
     layout = ckpt.meta.get("optimizer")
-    if ckpt.packed:
-        raise CheckpointError(f"{ckpt.path} is a packed demo checkpoint (backbone only, 16-bit), so training cannot "
-                              "resume from it; train a full one with its preset (see its metadata's 'command')")
     if layout is None:
         raise CheckpointError(f"checkpoint {ckpt.path} has no optimiser state, so training cannot resume from it")
     state: dict[int, dict[str, Any]] = {}
@@ -262,19 +212,16 @@ def load_optimizer_state(opt: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
     # JSON turned tuples (AdamW's betas) into lists; give them back their type
     groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
               for g in layout["param_groups"]]
-    # how this process runs the optimiser (fused / foreach kernels) is the live optimiser's choice, not
-    # the saved one's: a checkpoint from a CPU run must not switch off fused AdamW on a GPU
-    for saved, live in zip(groups, opt.param_groups):
-        saved.update({k: live[k] for k in LIVE_FLAGS if k in live})
     try:
+        if len(groups) != len(opt.param_groups):
+            raise ValueError(f"{len(groups)} parameter groups saved, {len(opt.param_groups)} in this optimiser")
+        for saved, live in zip(groups, opt.param_groups, strict=True):  # how to run it is the live one's choice
+            saved.update({k: live[k] for k in LIVE_FLAGS if k in live})
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"optimiser state in {ckpt.path} does not match ({e}); "
                               "was it saved with another --optimizer?") from None
     _match_layouts(opt)
-
-
-LIVE_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 
 def _match_layouts(opt: torch.optim.Optimizer) -> None:
@@ -302,39 +249,3 @@ def list_checkpoints(checkpoint_dir: str) -> list[tuple[str, dict[str, Any]]]:
             except (CheckpointError, OSError):  # OSError: removed while listing
                 continue
     return sorted(out, key=lambda t: os.path.getmtime(t[0]), reverse=True)
-
-
-# Settings of the run rather than of the recipe: a resume takes them from the caller.
-RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
-              "knn_train", "knn_test")
-RESUME_MAY_CHANGE = (*RUN_FIELDS, "epochs")  # what two saves of one file may disagree on
-
-
-def resume_config(ckpt: Checkpoint, run: TrainConfig, epochs: int | None = None) -> TrainConfig:
-    """The one resume rule (CLI, app and trainer): the checkpoint's recipe (model, loss,
-    augmentation, optimiser, schedule shape, data subset, seed) with the caller's RUN_FIELDS.
-
-    `epochs` is the run's new total: None finishes the planned run, which is exact (the same weights
-    as never stopping). A larger total continues the same schedule as if it had been planned that
-    long from the start: the warm-up the trainer computes for the new total (warmup_epochs, capped at
-    half the run), then the cosine stretched to the new last step, so the lr rises again at the resume. `more_epochs`
-    turns "N more epochs" into that total.
-    """
-    if ckpt.packed:
-        raise CheckpointError(f"{ckpt.path} is a packed demo checkpoint (backbone only, 16-bit), so training "
-                              "cannot resume from it; train a full one with its preset")
-    cfg = TrainConfig.from_dict({**ckpt.meta["config"], **{k: getattr(run, k) for k in RUN_FIELDS}})
-    cfg.epochs = int(epochs) if epochs is not None else cfg.epochs
-    done = int(ckpt.meta.get("epoch", 0))
-    if done >= cfg.epochs:
-        raise CheckpointError(f"{checkpoint_stem(ckpt.path)} has finished its {done} planned epochs; "
-                              "ask for more epochs to train further (RE_TRAIN --epochs N trains N more)")
-    return cfg.validate()
-
-
-def more_epochs(ckpt: Checkpoint, n: int) -> int:
-    """The total that trains `n` more epochs from where the checkpoint stands (a checkpoint saved
-    inside an epoch finishes that epoch as the first of the n)."""
-    if n < 1:
-        raise CheckpointError(f"the number of extra epochs must be at least 1, got {n}")
-    return int(ckpt.meta.get("epoch", 0)) + n

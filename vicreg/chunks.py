@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .checkpoint import checkpoint_stem
 from .config import TrainConfig
 from .data import load_dataset
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent
+from .names import checkpoint_stem
 from .train import train
 
 # What one call runs: run_chunk's arguments in, the engine's events out (run_chunk itself, run_chunk under

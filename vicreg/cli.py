@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from .checkpoint import safe_name
 from .config import PRESETS, TrainConfig
+from .names import checkpoint_stem, safe_name
 
 MODES = ("TRAIN", "RE_TRAIN", "EVALUATE", "INFERENCE")
 
@@ -27,7 +27,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
                "(default: finish its plan)"),
     "batch_size": ("batch_size", int, "images per step (two views each)"),
     "optimizer": ("optimizer", str, "lars or adamw"),
-    "lr": ("lr", float, "base learning rate, scaled by batch_size/256 (default: lars 0.3, adamw 1e-3)"),
+    "lr": ("lr", float, "base learning rate, scaled by batch_size/256 (0 or unset: lars 0.3, adamw 1e-3)"),
     "weight_decay": ("weight_decay", float, "default: lars 1e-4, adamw 1e-5"),
     "warmup_epochs": ("warmup_epochs", float, "linear warm-up before the cosine decay"),
     "projector": ("model.projector", str, "expander widths, e.g. 2048-2048-2048"),
@@ -41,6 +41,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "precision": ("precision", str, "auto, bf16 or fp32"),
     "threads": ("threads", int, "torch CPU threads (0: the CPUs this process may use); use 1 on a shared CPU"),
     "log_every": ("log_every", int, "steps between metric read-backs (0: every step on CPU, 25 on GPU)"),
+    "knn_train": ("knn_train", int, "per-epoch kNN monitor: training images in its bank"),
     "knn_test": ("knn_test", int, "per-epoch kNN monitor: test images queried (0: off)"),
     "name": ("name", str, "run name: saved as <checkpoint_dir>/<name>.safetensors"),
     "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS, else "
@@ -50,12 +51,6 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
 }
 RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "inv_coeff",
                   "var_coeff", "cov_coeff", "view_size", "seed", "train_subset", "sync_bn")
-
-
-def _field(cfg, dotted: str):
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for opt, (dotted, kind, text) in CONFIG_OPTIONS.items():
         choices = {"optimizer": ["lars", "adamw"], "precision": ["auto", "bf16", "fp32"]}.get(opt)
         p.add_argument(f"--{opt}", type=kind, default=None, choices=choices,
-                       help=f"{text} [{_field(defaults, dotted)}]")
+                       help=f"{text} [{defaults.get(dotted)}]")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--sync_bn", action="store_true", default=None,
                    help="under torchrun: BatchNorm statistics over the global batch in the backbone too "
@@ -84,29 +79,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def given_options(args, names) -> dict:
-    """{dotted field: value} for the options the user actually gave."""
-    out: dict = {}
-    for opt in names:
-        value = getattr(args, opt)
-        if value is None:
-            continue
-        dotted = CONFIG_OPTIONS[opt][0] if opt in CONFIG_OPTIONS else opt
-        head, _, tail = dotted.partition(".")
-        if tail:
-            out.setdefault(head, {})[tail] = value
-        else:
-            out[head] = value
-    return out
+    """{dotted TrainConfig field: value} for the options the user actually gave (TrainConfig.with_values
+    takes it)."""
+    return {CONFIG_OPTIONS[opt][0] if opt in CONFIG_OPTIONS else opt: getattr(args, opt) for opt in names
+            if getattr(args, opt) is not None}
 
 
 def train_config(args) -> TrainConfig:
     """TRAIN's config: TrainConfig(), or the preset, with the options given on top."""
     given = given_options(args, [*CONFIG_OPTIONS, "compile", "sync_bn"])
-    if "train_subset" in given:
-        given["train_subset"] = given["train_subset"] or None
     if "name" in given:
         given["name"] = safe_name(given["name"])  # "--name my_model.pth" names the run "my_model"
     base = TrainConfig.from_preset(args.preset) if args.preset else TrainConfig()
-    return base.updated(given).validate()
+    return base.with_values(given).validate()
 
 
+def train_args(cfg: TrainConfig) -> list[str]:
+    """TRAIN's command line for `cfg` (every option given, so no preset is needed): what the app runs under
+    torchrun. Raises ValueError for a config that the options cannot express."""
+    args = ["TRAIN"]
+    for opt, (dotted, _, _) in CONFIG_OPTIONS.items():
+        if cfg.get(dotted) is not None:  # None: the field's own default (weight_decay: the optimizer's)
+            args.append(f"--{opt}={cfg.get(dotted)}")
+    args += [f"--{flag}" for flag in ("compile", "sync_bn") if cfg.get(flag)]
+    rebuilt = train_config(build_parser().parse_args(args))
+    if rebuilt != cfg:
+        differ = [k for k, v in rebuilt.to_dict().items() if v != cfg.to_dict()[k]]
+        raise ValueError(f"this run's settings cannot all be given on the command line ({', '.join(differ)})")
+    return args
+
+
+def resume_args(cfg: TrainConfig, checkpoint: str, meta: dict) -> list[str]:
+    """RE_TRAIN's command line that continues `checkpoint` (its metadata `meta`) as `cfg`, a resume_config of it:
+    the run's own settings, and --epochs N when cfg's total is not the checkpoint's plan."""
+    args = ["RE_TRAIN", f"--model_path={checkpoint}", f"--checkpoint_dir={cfg.checkpoint_dir}"]
+    if cfg.name != checkpoint_stem(checkpoint):
+        args.append(f"--name={cfg.name}")
+    args += [f"--{opt}={cfg.get(opt)}" for opt in ("device", "precision", "threads", "log_every", "data", "knn_train",
+                                                     "knn_test")]
+    args += ["--compile"] if cfg.compile else []
+    if cfg.epochs != int(meta["config"]["epochs"]):
+        args.append(f"--epochs={cfg.epochs - int(meta.get('epoch', 0))}")
+    return args

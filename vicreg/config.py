@@ -4,13 +4,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 # Used when VICREG_DATA is unset and there is no persistent storage: torchvision downloads CIFAR-10 here.
 DEFAULT_DATA_ROOT = "data"
 # A Hugging Face Space's persistent storage, when the Space has it: the only folder there that survives a
 # restart (everything else written at run time is lost with the container).
 SPACE_STORAGE = "/data"
+# Views per image at most: each is a backbone pass and a batch of activations held for the backward.
+MAX_VIEWS = 32
 
 
 def storage_root(env: Mapping[str, str] | None = None) -> str | None:
@@ -43,8 +45,13 @@ def default_checkpoint_dir(env: Mapping[str, str] | None = None) -> str:
     return _located(env, "VICREG_CHECKPOINTS", "checkpoints", "checkpoints")
 
 
+def home_cache_dir() -> str:
+    """The user's own cache folder: where caches go without VICREG_CACHE or persistent storage."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "vicreg")
+
+
 def default_cache_dir(env: Mapping[str, str] | None = None) -> str:
-    return _located(env, "VICREG_CACHE", "cache", os.path.join(os.path.expanduser("~"), ".cache", "vicreg"))
+    return _located(env, "VICREG_CACHE", "cache", home_cache_dir())
 
 
 @dataclass
@@ -78,6 +85,10 @@ class AugmentConfig:
     # pair, and RandomResizedCrop already shows the network objects at many scales, so a
     # fully-convolutional backbone trained on smaller views still evaluates at full size.
     view_size: int = 0
+    # Views of each image per training step. 2 is the paper's pair (the default, unchanged); more views,
+    # usually small ones (view_size, scale), follow EMP-SSL's many crops per image with VICReg's own loss
+    # over all of them (vicreg.loss.multiview_loss). Each view costs a backbone pass.
+    views: int = 2
     scale: tuple[float, float] = (0.2, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
@@ -156,6 +167,9 @@ class TrainConfig:
         if self.augment.view_size < 0 or self.augment.view_size > self.augment.size:
             raise ValueError(f"augment.view_size must be 0 (= size) or at most {self.augment.size}, "
                              f"got {self.augment.view_size}")
+        if not 2 <= self.augment.views <= MAX_VIEWS:
+            raise ValueError(f"augment.views must be between 2 and {MAX_VIEWS} (VICReg compares at least two views of "
+                             f"each image), got {self.augment.views}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         self.model.projector_dims()
@@ -178,6 +192,53 @@ class TrainConfig:
             else:
                 d[key] = value
         return TrainConfig.from_dict(d)
+
+    # Fields where 0 stands for "unset" (None) when set by name: lr (the optimizer's default) and train_subset
+    # (all images). The one place for that rule: the CLI's options and the app's knobs both go through it.
+    ZERO_IS_UNSET: ClassVar[tuple[str, ...]] = ("lr", "train_subset")
+
+    def get(self, dotted: str) -> Any:
+        """A field by its dotted name ("epochs", "loss.var_coeff")."""
+        head, _, leaf = dotted.rpartition(".")
+        owner: Any = self.get(head) if head else self
+        if not dataclasses.is_dataclass(owner) or leaf not in {f.name for f in dataclasses.fields(owner)}:
+            raise ValueError(f"unknown config field {dotted!r}")
+        return getattr(owner, leaf)
+
+    def shown(self, names: Any) -> dict[str, Any]:
+        """{dotted name: value} as a form shows them: 0 for an unset ZERO_IS_UNSET field."""
+        return {n: 0 if n in self.ZERO_IS_UNSET and self.get(n) is None else self.get(n) for n in names}
+
+    def with_values(self, values: Mapping[str, Any]) -> "TrainConfig":
+        """A copy with fields set by dotted name ({"epochs": 3, "loss.var_coeff": 0}): each value converted to
+        its field's type (a form's 3.0 for an int field is 3), and 0 in a ZERO_IS_UNSET field means None."""
+        nested: dict[str, Any] = {}
+        for dotted, value in values.items():
+            head, _, tail = dotted.partition(".")
+            if tail:
+                nested.setdefault(head, {})[tail] = self._typed(dotted, value)
+            else:
+                nested[head] = self._typed(dotted, value)
+        return self.updated(nested)
+
+    def _typed(self, dotted: str, value: Any) -> Any:
+        current = self.get(dotted)  # an unknown name fails here
+        if dotted in self.ZERO_IS_UNSET and not value:
+            return None
+        head, _, leaf = dotted.rpartition(".")
+        owner = self.get(head) if head else self
+        kind = next(f.type for f in dataclasses.fields(owner) if f.name == leaf)
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", "")
+        base = kind.replace(" | None", "")
+        if value is None or isinstance(current, bool) or base not in ("int", "float", "str"):
+            return value
+        try:
+            number = float(value) if base != "str" else None
+        except (TypeError, ValueError):
+            raise ValueError(f"{dotted} must be a number, got {value!r}") from None
+        if base == "int" and not number.is_integer():
+            raise ValueError(f"{dotted} must be a whole number, got {value!r}")
+        return str(value) if base == "str" else int(number) if base == "int" else number
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "TrainConfig":
@@ -214,6 +275,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 32-px ones, so the budget sees more pairs, and the fully-convolutional backbone still
     # evaluates on 32-px images (docs/recipes.md has the search that chose this).
     "cpu90": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=7, warmup_epochs=0.5, augment=dict(view_size=24)),
+    # Multi-view VICReg: EMP-SSL's many small crops of each image, under VICReg's own loss and weights
+    # (vicreg.loss.multiview_loss), with cpu90's optimiser and schedule. PROVISIONAL: the views, their size and
+    # scale and the epochs are placeholders until the recipe search (docs/recipes.md) picks them.
+    "cpu_multiview": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=6, warmup_epochs=0.5,
+                          augment=dict(views=6, view_size=16, scale=(0.2, 0.6))),
     # The paper's CIFAR-10 recipe shape (LARS, batch 128, 20 epochs by default; more on a GPU).
     "full": dict(),
     # The same recipe sized for one GPU: LARS at base lr 0.3 (x batch/256 = 0.3), wd 1e-4, batch 256 and a
@@ -223,3 +289,4 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ZeroGPU does not support it.
     "gpu": dict(optimizer="lars", batch_size=256, epochs=100, warmup_epochs=10),
 }
+QUICK = "quick_demo"  # the recipe a visitor may run and the app offers first

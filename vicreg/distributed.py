@@ -24,8 +24,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .faults import Fault, parse
-
 
 @dataclass
 class Dist:
@@ -36,7 +34,6 @@ class Dist:
     backend: str = ""
     cpu_group: Any = None  # a gloo group for flags and objects (None: the default group)
     owned: bool = False  # this module created the process group and destroys it
-    fault: Fault | None = None  # the test hooks (vicreg/faults.py), read once at setup
 
     @property
     def active(self) -> bool:
@@ -58,7 +55,7 @@ def setup(device: str) -> Dist:
 
     rank, world, local = env_world()
     if world <= 1:
-        return Dist(device=device, fault=parse(os.environ.get("VICREG_FAULT")))
+        return Dist(device=device)
     kind = resolve_device(device).type
     if kind == "cuda":
         device = f"cuda:{local}"
@@ -70,8 +67,7 @@ def setup(device: str) -> Dist:
         dist.init_process_group("nccl" if kind == "cuda" else "gloo", init_method="env://")
     backend = dist.get_backend()
     cpu_group = dist.new_group(backend="gloo") if backend != "gloo" else None
-    return Dist(dist.get_rank(), dist.get_world_size(), local, device, backend, cpu_group, owned,
-                parse(os.environ.get("VICREG_FAULT")))
+    return Dist(dist.get_rank(), dist.get_world_size(), local, device, backend, cpu_group, owned)
 
 
 def teardown(d: Dist) -> None:
@@ -87,13 +83,13 @@ class FullGatherLayer(torch.autograd.Function):
     VICReg code's layer): every rank's copy of the global loss sends gradient to every rank's rows."""
 
     @staticmethod
-    def forward(ctx, x: Tensor):
+    def forward(_ctx, x: Tensor):
         out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
         dist.all_gather(out, x.contiguous())
         return tuple(out)
 
     @staticmethod
-    def backward(ctx, *grads: Tensor):
+    def backward(_ctx, *grads: Tensor):
         all_grads = torch.stack(grads)
         dist.all_reduce(all_grads)
         return all_grads[dist.get_rank()]
@@ -106,13 +102,13 @@ def full_gather(x: Tensor) -> Tensor:
 
 class _AllReduceSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+    def forward(_ctx, x: Tensor) -> Tensor:
         x = x.clone()
         dist.all_reduce(x)
         return x
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:
+    def backward(_ctx, g: Tensor) -> Tensor:
         g = g.clone()
         dist.all_reduce(g)
         return g
@@ -258,30 +254,21 @@ def placement(n_bytes: int, free_bytes: int, fraction: float = 0.5) -> str:
     return "device" if n_bytes <= fraction * free_bytes else "pinned"
 
 
+def collective_failed(e: BaseException, d: Dist) -> bool:
+    """True when `e` is a failed collective with the other processes (most likely another rank died)."""
+    return d.active and (isinstance(e, dist.DistError) or
+                         any(w in str(e) for w in ("gloo", "NCCL", "Connection closed", "peer")))
+
+
 def describe_failure(e: BaseException, d: Dist, checkpoint: str | None) -> str:
     """An EndEvent reason; a failed collective says that another rank has probably died."""
     text = f"{type(e).__name__}: {e}"
     if not d.active:
         return text
     first = " ".join(str(e).split())[:300]
-    if isinstance(e, dist.DistError) or any(w in str(e) for w in ("gloo", "NCCL", "Connection closed", "peer")):
+    if collective_failed(e, d):
         last = f"; the last complete checkpoint {checkpoint} resumes with RE_TRAIN" if checkpoint else ""
         return (f"DistributedError: rank {d.rank} of {d.world}: a collective with the other processes failed, so "
                 f"another rank has probably died or was killed (torchrun's report names it){last} ({first})")
     return f"{type(e).__name__}: rank {d.rank} of {d.world}: {first}"
 
-
-def fault_hook(d: Dist, step: int, stop) -> None:
-    """The test hooks' per-step check (`faults.parse`): a kill@step, and 'exit:RANK:STEP' ends that rank
-    abruptly before global step STEP + 1, 'stop:RANK:STEP' requests a stop there (as Ctrl-C on that
-    rank alone would). Nothing to do, and no env read, in a normal run."""
-    if d.fault is None:
-        return
-    d.fault.reach("step")
-    if d.fault.rank_fault is None:
-        return
-    what, rank, at = d.fault.rank_fault
-    if rank == d.rank and at == step:
-        if what == "exit":
-            os._exit(17)
-        stop.set()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +11,9 @@ from torch import Tensor, nn
 from .augment import normalize
 from .config import AugmentConfig
 from .fold import folded
+from .progress import Progress
+from .report import EvalReport
 from .runtime import Runtime
-
-Progress = Callable[[float, str], None]
 
 
 @torch.inference_mode()
@@ -142,14 +141,6 @@ def linear_probe(
     )
 
 
-@dataclass
-class EvalReport:
-    knn_top1: float
-    linear: ProbeResult
-    classes: list[str]
-    seconds: float
-
-
 def evaluate_backbone(
     backbone: nn.Module,
     train_images: Tensor,
@@ -178,4 +169,5 @@ def evaluate_backbone(
     if progress:
         progress(0.7, f"kNN top-1 {knn:.1%}")
     probe = linear_probe(tr, train_labels, te, test_labels, len(classes), epochs=probe_epochs, progress=sub(0.7, 1.0))
-    return EvalReport(knn, probe, list(classes), time.perf_counter() - t0)
+    return EvalReport(probe.top1, knn, probe.train_top1, probe.per_class, probe.confusion, list(classes), n_tr,
+                      test_images.shape[0], probe_epochs, time.perf_counter() - t0)

@@ -60,6 +60,13 @@ class EndEvent:
     step: int
     elapsed: float
     kind: Literal["end"] = "end"
+    # the CLI's exit status: 0 finished or stopped, 2 a failure that is the user's to fix (data, checkpoint,
+    # settings), 1 any other failure (a bug); a failure is never 0
+    exit_code: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status == "failed" and self.exit_code == 0:
+            self.exit_code = 1
 
 
 Event = Union[StartEvent, StepEvent, EpochEvent, EndEvent]

@@ -1,6 +1,6 @@
-"""Test hooks that break a run on purpose, to prove it survives: the spec is read once at run setup
-(`distributed.setup`, from VICREG_FAULT) and lives on the run's `Dist.fault`; a normal run has None
-there, so each hook costs one None check and reads no environment.
+"""Test hooks that break a run on purpose, to prove it survives. The trainer reads the spec once at
+run setup (`from_env`, VICREG_FAULT) and hands the resulting `Fault` to what it calls; a normal run
+gets an empty `Fault()`, whose hooks do nothing and read no environment.
 
 VICREG_FAULT is a comma-separated list of:
 - `exit:RANK:STEP`: that rank ends abruptly (exit code 17) before global step STEP + 1;
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -61,10 +62,22 @@ class Fault:
         """The loss terms of global step `step`, their total made NaN at the nan@ step."""
         return terms._replace(total=terms.total * float("nan")) if step == self.nan_step else terms
 
+    def at_step(self, rank: int, step: int, stop: threading.Event) -> None:
+        """The per-step check: a kill@step, and 'exit:RANK:STEP' ends that rank abruptly before global
+        step STEP + 1, 'stop:RANK:STEP' requests a stop there (as Ctrl-C on that rank alone would)."""
+        self.reach("step")
+        if self.rank_fault is None:
+            return
+        what, at_rank, at = self.rank_fault
+        if at_rank == rank and at == step:
+            if what == "exit":
+                os._exit(17)
+            stop.set()
 
-def reach(fault: Fault | None, point: str) -> None:
-    if fault is not None:
-        fault.reach(point)
+
+def from_env() -> Fault:
+    """The run's hooks: VICREG_FAULT's, or an empty Fault (no hooks) when it is unset."""
+    return parse(os.environ.get("VICREG_FAULT")) or Fault()
 
 
 def parse(spec: str | None) -> Fault | None:

@@ -6,6 +6,8 @@ the same run. `start` is atomic: concurrent Start requests produce one job.
 
 With a `ChunkPlan` (on ZeroGPU, services/gpu.py) each run is made of bounded calls (vicreg/chunks.py)
 that the snapshot shows as one continuous run: one run_id, steps that accumulate, "running" between calls.
+A run of several processes (`processes` > 1) runs under torchrun as a child process (vicreg/launch.py), its
+events read from rank 0's metrics file; the snapshot shows it like any other run.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .chunks import ChunkPlan, run_chunked
 from .config import TrainConfig
 from .data import Dataset
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent
+from .launch import run_torchrun
 from .train import train
 
 
@@ -33,6 +36,7 @@ class JobSnapshot:
     end: EndEvent | None = None
     owner: str | None = None  # who may stop the run besides an admin (the app's visitor token); never shown
     time_limit: float | None = None  # seconds after which the run stops by itself
+    processes: int = 1  # more than one: a torchrun run (its events are rank 0's)
 
     @property
     def active(self) -> bool:
@@ -67,12 +71,16 @@ class TrainingJob:
         self._owner: str | None = None
         self._time_limit: float | None = None
         self._timed_out = False
+        self._processes = 1
 
     def start(self, cfg: TrainConfig, resume: str | None = None, owner: str | None = None,
-              time_limit: float | None = None) -> tuple[bool, str]:
+              time_limit: float | None = None, processes: int = 1) -> tuple[bool, str]:
         """(True, message) if a run started; (False, why) if one is already going. `owner` is an opaque
         token kept with the run (the app lets that visitor stop it); after `time_limit` seconds the run
-        stops by itself with a resumable checkpoint, as if Stop had been pressed."""
+        stops by itself with a resumable checkpoint, as if Stop had been pressed. `processes` > 1 runs it
+        under torchrun (not with a ChunkPlan: a ZeroGPU call holds one GPU)."""
+        if processes > 1 and self.chunks is not None:
+            return False, "a run on ZeroGPU uses one process"
         with self._lock:
             if self._status in ("loading", "running", "stopping"):
                 run = self._start.run if self._start else "starting"
@@ -80,7 +88,7 @@ class TrainingJob:
             self._run_id += 1
             self._status = "loading"
             self._start, self._steps, self._epochs, self._end = None, [], [], None
-            self._owner, self._time_limit, self._timed_out = owner, time_limit, False
+            self._owner, self._time_limit, self._timed_out, self._processes = owner, time_limit, False, processes
             self._stop = threading.Event()
             # a chunked run's calls are made in the context of the request that started it: ZeroGPU reads the
             # visitor from there (whose GPU quota the calls use)
@@ -88,7 +96,7 @@ class TrainingJob:
             self._thread = threading.Thread(target=ctx.run, args=(self._run, cfg, resume, self._stop, self._run_id),
                                             daemon=True, name="vicreg-train")
             self._thread.start()
-            return True, f"run {self._run_id} started"
+            return True, f"run {self._run_id} started" + (f" with {processes} processes" if processes > 1 else "")
 
     def stop(self) -> tuple[bool, str]:
         with self._lock:
@@ -101,7 +109,7 @@ class TrainingJob:
     def snapshot(self) -> JobSnapshot:
         with self._lock:
             return JobSnapshot(self._run_id, self._status, self._start, list(self._steps), list(self._epochs),
-                               self._end, self._owner, self._time_limit)
+                               self._end, self._owner, self._time_limit, self._processes)
 
     def wait(self, timeout: float | None = None) -> bool:
         t = self._thread
@@ -148,10 +156,12 @@ class TrainingJob:
             timer.daemon = True
             timer.start()
         try:
-            data = self._data_loader(cfg) if self._data_loader else None  # also checks the data is there
-            if self.chunks is not None:  # each call loads the data itself, from cfg.data
+            if self._processes > 1:  # each rank loads the data itself, from cfg.data
+                events = run_torchrun(cfg, stop, self._processes, resume)
+            elif self.chunks is not None:  # each call loads the data itself, from cfg.data
                 events = run_chunked(cfg, stop, resume, self.chunks)
             else:
+                data = self._data_loader(cfg) if self._data_loader else None  # also checks the data is there
                 events = train(cfg, stop=stop, resume=resume, data=data)
             for ev in events:
                 self._record(run_id, ev)

@@ -5,7 +5,7 @@ entries and the variance takes a sqrt near zero, both of which lose too much in 
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,12 +79,64 @@ def vicreg_loss(
     return VICRegTerms(total, inv, var, cov)
 
 
-class VICRegLoss(torch.nn.Module):
-    """Thin module wrapper holding the coefficients."""
 
-    def __init__(self, inv_coeff: float = 25.0, var_coeff: float = 25.0, cov_coeff: float = 1.0, eps: float = 1e-4):
-        super().__init__()
-        self.inv_coeff, self.var_coeff, self.cov_coeff, self.eps = inv_coeff, var_coeff, cov_coeff, eps
+# ------------------------------------------------------------------ more than two views (augment.views > 2)
+# VICReg's three terms over N views of each image (z_1..z_N, each (n, d)), each scaled so that N = 2 gives
+# the two-view terms above: the loss weights keep their meaning for any N. The trainer keeps N = 2 on
+# vicreg_loss itself (the same floating-point operations as always); these equal it up to rounding.
 
-    def forward(self, z_a: Tensor, z_b: Tensor) -> VICRegTerms:
-        return vicreg_loss(z_a, z_b, self.inv_coeff, self.var_coeff, self.cov_coeff, self.eps)
+
+def _check_views(zs: Sequence[Tensor], batch: int | None = None) -> None:
+    if len(zs) < 2:
+        raise ValueError(f"VICReg needs at least 2 views of each image, got {len(zs)}")
+    for z in zs[1:]:
+        _check(zs[0], z, batch)
+
+
+def multiview_invariance(zs: Sequence[Tensor]) -> Tensor:
+    """The mean over all pairs of views of their mean squared distance (the two-view term for each pair).
+
+    Computed through the views' mean zbar, in O(N) instead of O(N^2): sum_{i<j} |z_i - z_j|^2 =
+    N sum_v |z_v - zbar|^2, so the mean over the N(N-1)/2 pairs is 2N/(N-1) times the mean over views of
+    |z_v - zbar|^2. Pulling every view towards the mean (EMP-SSL) and comparing all pairs are then the
+    same loss; this form says which scale makes N = 2 the two-view term (1/4 of it without the factor).
+    """
+    n = len(zs)
+    centre = torch.stack(list(zs)).mean(0)
+    to_centre = torch.stack([F.mse_loss(z, centre) for z in zs]).mean()
+    return to_centre * (2 * n / (n - 1))
+
+
+def multiview_variance(zs: Sequence[Tensor], eps: float = 1e-4) -> Tensor:
+    """Each view's variance hinge, averaged over views (the two-view term averages its two)."""
+    return torch.stack([variance_loss(z, eps) for z in zs]).mean()
+
+
+def multiview_covariance(zs: Sequence[Tensor]) -> Tensor:
+    """Each view's covariance term, averaged over views and times 2: the two-view term (like the official
+    code) sums its two views', so the covariance weight means the same for any number of views."""
+    return 2 * torch.stack([covariance_loss(z) for z in zs]).mean()
+
+
+def multiview_loss(
+    zs: Sequence[Tensor],
+    inv_coeff: float = 25.0,
+    var_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    eps: float = 1e-4,
+    gather: Callable[[Tensor], Tensor] | None = None,
+) -> VICRegTerms:
+    """vicreg_loss over N >= 2 views of each image: invariance over every pair of views, variance and
+    covariance per view; `gather` as in vicreg_loss (invariance local, the rest over the global batch)."""
+    _check_views(zs, 2 if gather is not None else None)
+    with torch.autocast(zs[0].device.type, enabled=False):  # float32 for the same reasons as vicreg_loss
+        wide = torch.promote_types(zs[0].dtype, torch.float32)
+        zs = [z.to(wide) for z in zs]
+        inv = multiview_invariance(zs)
+        if gather is not None:
+            zs = [gather(z) for z in zs]
+            _check_views(zs)
+        var = multiview_variance(zs, eps)
+        cov = multiview_covariance(zs)
+    total = inv_coeff * inv + var_coeff * var + cov_coeff * cov
+    return VICRegTerms(total, inv, var, cov)

@@ -6,7 +6,7 @@ from torchvision.models import resnet18
 
 from .config import ModelConfig
 from .fastconv import swap_convs
-from .loss import VICRegTerms, vicreg_loss
+from .loss import VICRegTerms, multiview_loss, vicreg_loss
 
 
 def cifar_resnet18() -> nn.Module:
@@ -46,9 +46,12 @@ class VICReg(nn.Module):
         """512-d backbone representation (what evaluation and the app use)."""
         return self.backbone(x)
 
-    def forward(self, x_a: Tensor, x_b: Tensor, loss_kwargs: dict | None = None) -> tuple[VICRegTerms, Tensor, Tensor]:
+    def forward(self, *views: Tensor, loss_kwargs: dict | None = None) -> tuple[VICRegTerms, ...]:
+        """The loss terms, then each view's embedding (`terms, z_a, z_b = model(x_a, x_b)`)."""
         # Separate passes per view, as in the official code: BatchNorm statistics are then
-        # per view, so a view's embedding cannot borrow statistics from its partner.
-        z_a = self.projector(self.backbone(x_a))
-        z_b = self.projector(self.backbone(x_b))
-        return vicreg_loss(z_a, z_b, **(loss_kwargs or {}), gather=self.gather), z_a, z_b
+        # per view, so a view's embedding cannot borrow statistics from its partners.
+        zs = [self.projector(self.backbone(x)) for x in views]
+        kw = {**(loss_kwargs or {}), "gather": self.gather}
+        # two views keep the two-view loss itself (bit for bit what two-view runs always computed)
+        terms = vicreg_loss(*zs, **kw) if len(zs) == 2 else multiview_loss(zs, **kw)
+        return (terms, *zs)

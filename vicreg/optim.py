@@ -21,6 +21,10 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:  # torch's optimiser contract: re-evaluate the loss first
+            with torch.enable_grad():
+                loss = closure()
         for g in self.param_groups:
             params = [p for p in g["params"] if p.grad is not None]
             if not params:
@@ -33,11 +37,11 @@ class LARS(torch.optim.Optimizer):
                 # trust ratio, 1 where either norm is zero (fresh zero-init layers, dead grads)
                 q = [
                     torch.where((pn > 0) & (gn > 0), g["eta"] * pn / gn, torch.ones_like(pn))
-                    for pn, gn in zip(p_norm, g_norm)
+                    for pn, gn in zip(p_norm, g_norm, strict=True)
                 ]
                 grads = torch._foreach_mul(grads, q)
             bufs = []
-            for p, d in zip(params, grads):
+            for p in params:
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
@@ -45,6 +49,7 @@ class LARS(torch.optim.Optimizer):
             torch._foreach_mul_(bufs, g["momentum"])
             torch._foreach_add_(bufs, grads)
             torch._foreach_add_(params, bufs, alpha=-g["lr"])
+        return loss
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -15,7 +15,7 @@ import os
 import stat
 from typing import Any, Iterable
 
-MAX_BYTES = 16 << 20  # a sidecar is a few KB; its largest part is an evaluation report
+MAX_SIDECAR_BYTES = 16 << 20  # a sidecar is a few KB; its largest part is an evaluation report
 
 
 def disagreement(side: str, meta: dict[str, Any], resume_may_change: Iterable[str]) -> str | None:
@@ -25,9 +25,9 @@ def disagreement(side: str, meta: dict[str, Any], resume_may_change: Iterable[st
         if not stat.S_ISREG(os.stat(side).st_mode):  # a FIFO or device would block or never end
             return "is not a regular file"
         with open(side, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-        if len(raw) > MAX_BYTES:
-            return f"is larger than {MAX_BYTES >> 20} MiB"
+            raw = f.read(MAX_SIDECAR_BYTES + 1)
+        if len(raw) > MAX_SIDECAR_BYTES:
+            return f"is larger than {MAX_SIDECAR_BYTES >> 20} MiB"
         claim = json.loads(raw)
     except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8
         return f"is not readable JSON ({type(e).__name__}: {' '.join(str(e).split())[:120]})"

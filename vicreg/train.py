@@ -1,8 +1,8 @@
 """The training engine: one generator of typed events, consumed by the CLI and by the app's job.
 
 Resume is exact: the epoch's sample order is a pure function of (seed, epoch), the augmentation
-generator's state is checkpointed, the lr is a pure function of the step, and the optimiser state
-travels in the checkpoint. So stopping anywhere and resuming gives the same weights as not stopping.
+generator's state is checkpointed (vicreg/streams.py), the lr is a pure function of the step, and the
+optimiser state travels in the checkpoint. So stopping anywhere and resuming gives the same weights as not stopping.
 
 Under torchrun every rank runs this generator; `vicreg.distributed` holds the data-parallel pieces
 (global batch split by rank, DDP, synced BatchNorm, stop agreement) and only rank 0 writes files.
@@ -20,36 +20,31 @@ from typing import IO, Iterator
 import torch
 
 from . import distributed as ddp
-from .augment import two_views
+from .augment import n_views
 from .checkpoint import (
     Checkpoint,
-    checkpoint_path,
     load_checkpoint,
     load_model_state,
     load_optimizer_state,
-    resume_config,
-    safe_name,
     save_checkpoint,
     sweep_temps,
 )
 from .config import TrainConfig
-from .data import Dataset, Split, even_subset, load_dataset
+from .data import DataError, Dataset, Split, even_subset, load_dataset
 from .evaluate import extract_features, knn_accuracy
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, to_dict
-from .faults import reach
+from .faults import Fault, from_env
 from .health import CollapseWatch, effective_rank
 from .metrics import open_for_append
 from .model import VICReg
+from .names import CheckpointError, checkpoint_path, metrics_path
 from .optim import lr_at, make_optimizer, set_lr
+from .resume import resume_config
 from .runtime import Runtime, make_runtime
+from .streams import epoch_order, restore_stream, start_epoch_stream
 
-
-def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-
-
-def metrics_path(cfg: TrainConfig) -> str:
-    return os.path.join(cfg.checkpoint_dir, safe_name(cfg.name) + ".metrics.jsonl")
+# Failures that are the user's to fix (bad data, checkpoint or settings): EndEvent.exit_code 2, else 1.
+USER_ERRORS = (DataError, CheckpointError, ValueError, FileNotFoundError, FloatingPointError)
 
 
 @dataclass
@@ -72,6 +67,7 @@ class _Run:
     knn_bank: Split
     knn_query: Split
     dist: ddp.Dist = field(default_factory=ddp.Dist)
+    fault: Fault = field(default_factory=Fault)  # the test hooks (vicreg/faults.py); none in a normal run
     step: int = 0
     start_epoch: int = 0
     in_epoch: int = 0  # steps already done inside start_epoch (a mid-epoch resume)
@@ -83,8 +79,7 @@ class _Run:
     def emit(self, ev: Event) -> Event:
         if self.dist.main:  # the other ranks stay quiet
             line = json.dumps(to_dict(ev)) + "\n"
-            if self.dist.fault is not None:  # the test hook: a kill halfway through the line
-                self.dist.fault.reach("log", lambda: (self.log.write(line[: len(line) // 2]), self.log.flush()))
+            self.fault.reach("log", lambda: (self.log.write(line[: len(line) // 2]), self.log.flush()))
             self.log.write(line)
             self.log.flush()
         return ev
@@ -102,7 +97,7 @@ class _Run:
                 "saved_at": time.time(), "rng_device": self.gen.device.type, "world_size": self.dist.world}
         extra = ddp.rng_states(self.gen.get_state(), self.dist) if in_epoch else None  # a collective
         if self.dist.main:
-            save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra, fault=self.dist.fault)
+            save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra, fault=self.fault)
         self.saved = self.out_path
         return self.saved
 
@@ -122,7 +117,7 @@ def train(
 ) -> Iterator[Event]:
     """Yield a StartEvent, StepEvents, an EpochEvent per epoch, and always one final EndEvent.
 
-    `resume` is a checkpoint path; `checkpoint.resume_config` decides what comes from it and what
+    `resume` is a checkpoint path; `resume.resume_config` decides what comes from it and what
     from `cfg` (cfg.epochs is the run's total). Setting `stop` ends the run after the current step
     with a resumable checkpoint.
     """
@@ -130,12 +125,15 @@ def train(
     t0 = time.perf_counter()
     run, d = None, ddp.Dist()
     try:
+        fault = from_env()
         d = ddp.setup(cfg.device)
-        run = _setup(cfg, resume, data, d)
+        run = _setup(cfg, resume, data, d, fault)
         yield from _loop(run, stop, resume, t0)
     except Exception as e:  # the generator's contract: every run ends with an EndEvent
         ckpt, epoch, step = (run.saved, run.start_epoch, run.step) if run is not None else (None, 0, 0)
-        end = EndEvent("failed", ddp.describe_failure(e, d, ckpt), ckpt, epoch, step, time.perf_counter() - t0)
+        code = 2 if isinstance(e, USER_ERRORS) and not ddp.collective_failed(e, d) else 1
+        end = EndEvent("failed", ddp.describe_failure(e, d, ckpt), ckpt, epoch, step, time.perf_counter() - t0,
+                       exit_code=code)
         if run is not None:  # the metrics file records the failure too (a NaN names its step there)
             try:
                 run.emit(end)
@@ -148,7 +146,7 @@ def train(
         ddp.teardown(d)
 
 
-def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Dist) -> _Run:
+def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Dist, fault: Fault) -> _Run:
     ckpt: Checkpoint | None = load_checkpoint(resume) if resume else None
     if ckpt is not None:
         cfg = resume_config(ckpt, cfg, cfg.epochs)
@@ -171,9 +169,11 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Di
     run = _Run(
         cfg, rt, data, images, model, fwd, opt,
         torch.Generator(device=rt.device), spe, total, min(int(cfg.warmup_epochs * spe), total // 2),
-        out_path, open_for_append(metrics_path(cfg)) if d.main else open(os.devnull, "a"),
-        even_subset(data.train, cfg.knn_train)[0], even_subset(data.test, cfg.knn_test)[0], d,
+        out_path, open_for_append(metrics_path(cfg.checkpoint_dir, cfg.name)) if d.main else open(os.devnull, "a"),
+        even_subset(data.train, cfg.knn_train)[0], even_subset(data.test, cfg.knn_test)[0], d, fault,
     )
+    if cfg.augment.views != 2:  # pairs/s then counts images: each brings `views` views
+        run.notes.append(f"{cfg.augment.views} views of each image, {cfg.augment.view_size or cfg.augment.size} px")
     if d.active:
         run.notes.append(f"{d.world} processes ({d.backend}): global batch {cfg.batch_size} = "
                          f"{cfg.batch_size // d.world} per rank; BatchNorm synced in the projector"
@@ -188,8 +188,9 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Di
         if saved_world != d.world:
             run.notes.append(f"the checkpoint was written by {saved_world} process(es) and resumes on {d.world}: the "
                              f"global batch stays {cfg.batch_size}, so the schedule and sample order are unchanged")
-        if run.in_epoch:
-            _restore_augment_stream(run, ckpt, saved_world)
+        note = restore_stream(run.gen, ckpt, d, cfg.seed) if run.in_epoch else None
+        if note:
+            run.notes.append(note)
     return run
 
 
@@ -201,24 +202,6 @@ def _model(cfg: TrainConfig, rt: Runtime, d: ddp.Dist) -> tuple[VICReg, torch.nn
         model = model.to(memory_format=torch.channels_last)
     fwd = ddp.wrap(model, rt.device, d)
     return model, torch.compile(fwd) if cfg.compile else fwd
-
-
-def _restore_augment_stream(run: _Run, ckpt: Checkpoint, saved_world: int) -> None:
-    """Continue a mid-epoch checkpoint's augmentation stream (this rank's). A generator's state only
-    fits a generator of the same device kind (CPU and CUDA states differ in size), and the streams
-    only fit the same number of processes, so otherwise it reseeds deterministically from (seed, epoch,
-    step, rank): reproducible, but not the stream the uninterrupted run would have drawn."""
-    saved_kind, d = ckpt.meta.get("rng_device", "cpu"), run.dist
-    key = f"rng.augment.{d.rank}" if d.active else "rng.augment"
-    if key in ckpt.tensors and saved_kind == run.gen.device.type and saved_world == d.world:
-        run.gen.set_state(ckpt.tensors[key].cpu())
-        return
-    run.gen.manual_seed(ddp.rank_seed((run.cfg.seed * 100_003 + run.start_epoch) * 1_000_003 + run.step, d.rank))
-    why = (f"saved on {saved_kind} and this run is on {run.gen.device.type}" if saved_kind != run.gen.device.type
-           else f"saved by {saved_world} process(es) and this run has {d.world}")
-    run.notes.append(f"the checkpoint's augmentation stream was {why}: reseeded from (seed, epoch, step), so the "
-                     f"rest of epoch {run.start_epoch + 1} sees different (equally random) augmentations than an "
-                     "uninterrupted run")
 
 
 def _loop(run: _Run, stop: threading.Event, resume: str | None, t0: float) -> Iterator[Event]:
@@ -238,7 +221,7 @@ def _loop(run: _Run, stop: threading.Event, resume: str | None, t0: float) -> It
         run.in_epoch = 0
         run.metrics["knn_top1"] = _knn_monitor(run)
         path = run.save(epoch + 1, 0)
-        reach(run.dist.fault, "epoch_end")
+        run.fault.reach("epoch_end")
         yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], path, time.perf_counter() - t_epoch,
                                   time.perf_counter() - t0))
     run.start_epoch = cfg.epochs
@@ -250,20 +233,20 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
     """One epoch's steps (StepEvents every log_every steps); returns the in-epoch step at which a
     stop was requested, or None when the epoch completed."""
     cfg = run.cfg
-    order = _epoch_order(run.images.shape[0], cfg.seed, epoch).to(run.images.device)
+    order = epoch_order(run.images.shape[0], cfg.seed, epoch).to(run.images.device)
     if run.in_epoch == 0:
-        run.gen.manual_seed(ddp.rank_seed(cfg.seed * 100_003 + epoch + 1, run.dist.rank))
+        start_epoch_stream(run.gen, cfg.seed, epoch, run.dist)
     log_every = cfg.log_every or (1 if run.rt.device.type == "cpu" else 25)  # each read-back syncs a GPU
     t_win, win_steps = time.perf_counter(), 0
     for i in range(run.in_epoch, run.steps_per_epoch):
-        ddp.fault_hook(run.dist, run.step, stop)
+        run.fault.at_step(run.dist.rank, run.step, stop)
         if ddp.agree(stop.is_set(), run.dist):  # every rank stops at the same step
             return i
         batch = run.batch(order, i)
         lr = lr_at(run.step, run.total, run.warmup, cfg.scaled_lr(), cfg.min_lr_ratio)
         terms, z_a = _step(run, batch, lr)
         run.step += 1
-        reach(run.dist.fault, "after_step")
+        run.fault.reach("after_step")
         win_steps += 1
         if run.step % log_every == 0 or i == run.steps_per_epoch - 1:
             zf = z_a.detach().float()
@@ -283,14 +266,13 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
 
 def _step(run: _Run, batch: torch.Tensor, lr: float):
     cfg = run.cfg
-    v_a, v_b = two_views(batch, cfg.augment, run.gen)
+    views = n_views(batch, cfg.augment, run.gen)  # cfg.augment.views of them (2: the pair it always drew)
     set_lr(run.opt, lr)
     loss_kw = dict(inv_coeff=cfg.loss.inv_coeff, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff,
                    eps=cfg.loss.eps)
     with run.rt.autocast():
-        terms, z_a, _ = run.fwd(run.rt.prepare(v_a), run.rt.prepare(v_b), loss_kw)
-    if run.dist.fault is not None:  # the test hook's nan@STEP
-        terms = run.dist.fault.poison(terms, run.step + 1)
+        terms, z_a, *_ = run.fwd(*map(run.rt.prepare, views), loss_kwargs=loss_kw)
+    terms = run.fault.poison(terms, run.step + 1)  # the test hook's nan@STEP
     run.opt.zero_grad(set_to_none=True)
     terms.total.backward()
     run.opt.step()
@@ -302,6 +284,6 @@ def _knn_monitor(run: _Run) -> float | None:
     if run.cfg.knn_test <= 0 or not run.dist.main:
         return None
     bank = extract_features(run.model.backbone, run.knn_bank.images, run.rt, run.cfg.augment)
-    reach(run.dist.fault, "knn")
+    run.fault.reach("knn")
     query = extract_features(run.model.backbone, run.knn_query.images, run.rt, run.cfg.augment)
     return knn_accuracy(bank, run.knn_bank.labels, query, run.knn_query.labels, len(run.data.classes))

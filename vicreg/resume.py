@@ -1,0 +1,44 @@
+"""The one resume rule, shared by the CLI, the app and the trainer: what a resumed run takes from its
+checkpoint (the recipe) and what from the caller (the run's own settings), and how long it runs."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .config import TrainConfig
+from .names import CheckpointError, checkpoint_stem
+
+if TYPE_CHECKING:  # checkpoint.py imports this module (RESUME_MAY_CHANGE)
+    from .checkpoint import Checkpoint
+
+# Settings of the run rather than of the recipe: a resume takes them from the caller.
+RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
+              "knn_train", "knn_test")
+RESUME_MAY_CHANGE = (*RUN_FIELDS, "epochs")  # what two saves of one file may disagree on
+
+
+def resume_config(ckpt: Checkpoint, run: TrainConfig, epochs: int | None = None) -> TrainConfig:
+    """The checkpoint's recipe (model, loss, augmentation with its number of views, optimiser, schedule
+    shape, data subset, seed) with the caller's RUN_FIELDS: a recipe field never changes on a resume.
+
+    `epochs` is the run's new total: None finishes the planned run, which is exact (the same weights
+    as never stopping). A larger total continues the same schedule as if it had been planned that
+    long from the start: the warm-up the trainer computes for the new total (warmup_epochs, capped at
+    half the run), then the cosine stretched to the new last step, so the lr rises again at the
+    resume. `more_epochs` turns "N more epochs" into that total.
+    """
+    ckpt.require_resumable()
+    cfg = TrainConfig.from_dict({**ckpt.meta["config"], **{k: getattr(run, k) for k in RUN_FIELDS}})
+    cfg.epochs = int(epochs) if epochs is not None else cfg.epochs
+    done = int(ckpt.meta.get("epoch", 0))
+    if done >= cfg.epochs:
+        raise CheckpointError(f"{checkpoint_stem(ckpt.path)} has finished its {done} planned epochs; "
+                              "ask for more epochs to train further (RE_TRAIN --epochs N trains N more)")
+    return cfg.validate()
+
+
+def more_epochs(ckpt: Checkpoint, n: int) -> int:
+    """The total that trains `n` more epochs from where the checkpoint stands (a checkpoint saved
+    inside an epoch finishes that epoch as the first of the n)."""
+    if n < 1:
+        raise CheckpointError(f"the number of extra epochs must be at least 1, got {n}")
+    return int(ckpt.meta.get("epoch", 0)) + n
