@@ -4,9 +4,10 @@ the page (a hidden button is no protection: anyone can call the endpoint with gr
 A public demo (`public`) whenever strangers can reach the app (on a Space, or bound to an address
 other than loopback: services/exposure.py) or an admin secret (VICREG_ADMIN_TOKEN) is set:
 - the admin (whoever gives the secret) may do everything;
-- a visitor may start a run no larger than the Quick CPU demo, which stops by itself after
-  `visitor_minutes` (so nobody can hold a free Space for hours), and only that visitor's session
-  or the admin can stop it; everyone else watches it live;
+- a visitor may start a run no larger than the Quick CPU demo, in one process, which stops by itself
+  after `visitor_minutes` (so nobody can hold a free Space for hours), and only that visitor's session
+  or the admin can stop it; everyone else watches it live. (Several processes would share the same
+  CPUs or take every GPU of the server for one visitor: runs of more than one are the admin's.)
 - resuming a checkpoint, downloading from the Hub and downloading CIFAR-10 need the secret. With no
   secret set there is no admin: these are refused with a message telling the owner how to set one.
 A private tool (everyone may do everything) only on loopback with no secret set, or when the owner
@@ -18,9 +19,8 @@ import hmac
 import logging
 from dataclasses import dataclass
 
-from vicreg.config import TrainConfig
+from vicreg.config import QUICK, TrainConfig
 
-QUICK = "quick_demo"
 VISITOR_MINUTES = 10.0
 HOW_TO_SET = ("the owner sets an admin secret named VICREG_ADMIN_TOKEN (a secret in the Space's settings on Hugging "
               "Face, or an environment variable where the app runs) and restarts the app")
@@ -83,9 +83,9 @@ class Access:
                                      "runs) are refused; set VICREG_ADMIN_TOKEN to have an admin")
         return logging.INFO, "listening on loopback only: a private tool, everything allowed"
 
-    def visitor_run_error(self, cfg: TrainConfig) -> str | None:
+    def visitor_run_error(self, cfg: TrainConfig, processes: int = 1) -> str | None:
         """None if a visitor may start this run: at most the Quick CPU demo's images per epoch times
-        epochs, its batch size and its kNN monitor; else what is too large."""
+        epochs, its batch size and its kNN monitor, in one process; else what is too large."""
         q = TrainConfig.from_preset(QUICK)
         too_big = []
         if cfg.train_subset is None or cfg.epochs * cfg.train_subset > q.epochs * q.train_subset:
@@ -97,6 +97,8 @@ class Access:
             too_big.append(f"kNN monitor at most {q.knn_train:,} train / {q.knn_test:,} test images")
         if cfg.compile:
             too_big.append("no torch.compile")
+        if processes > 1:
+            too_big.append(f"one process (asked {processes})")
         if not too_big:
             return None
         what = ("Pick the Quick CPU demo preset, or enter the admin secret." if self.secret_set else

@@ -4,22 +4,24 @@ files, newest first. Only paths from this list are ever opened on a visitor's re
 The rule for the app and its API: a checkpoint path a client sends is used only if it is exactly one
 of the listed paths, and the list holds the default model plus the folder's files whose real path
 (symlinks followed) is inside the folder, so a link placed in the folder cannot lead a visitor to a
-file elsewhere. Run names a visitor types go through vicreg.checkpoint.safe_name / checkpoint_path."""
+file elsewhere. Run names a visitor types go through vicreg.names.safe_name / checkpoint_path."""
 from __future__ import annotations
 
 import os
 
-from vicreg.checkpoint import CheckpointError, checkpoint_stem, list_checkpoints, read_meta
+from vicreg.checkpoint import list_checkpoints, read_meta
+from vicreg.names import CheckpointError, checkpoint_stem
+from vicreg.report import EvalReport
 
 
 def checkpoint_label(path: str, meta: dict, default: bool = False) -> str:
     cfg = meta.get("config", {})
     part = " (mid-epoch)" if meta.get("step_in_epoch") else ""
     label = f"{checkpoint_stem(path)} · epoch {meta.get('epoch', '?')}/{cfg.get('epochs', '?')}{part}"
-    report = meta.get("report") if isinstance(meta.get("report"), dict) else {}
+    report = EvalReport.from_dict(meta.get("report"))
     knn = (meta.get("metrics") or {}).get("knn_top1")
-    if report.get("linear_top1") is not None:
-        label += f" · linear probe {100 * report['linear_top1']:.1f}%"
+    if report is not None:
+        label += f" · linear probe {100 * report.linear_top1:.1f}%"
     elif knn is not None:
         label += f" · kNN {100 * knn:.1f}%"
     return label + (" · default" if default else "")

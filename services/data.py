@@ -10,18 +10,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from vicreg.data import DataError, Dataset, load_dataset
+from vicreg.progress import Progress
 
 CIFAR_HOST = ("www.cs.toronto.edu", 443)  # where torchvision downloads CIFAR-10 from
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR_BYTES = 170_498_071
 CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
                "batches.meta")
-Progress = Callable[[float, str], None]
 
 
 @dataclass
@@ -47,30 +46,50 @@ class DataSource:
     def __init__(self, root: str, sample: str, cache_dir: str | None = None):
         self.root, self.sample, self.cache_dir = root, sample, cache_dir
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # one per path: loading one never blocks another
         self._loaded: dict[str, Dataset] = {}
         self._precomputed: Precomputed | None = None
 
     def full_available(self) -> bool:
         return holds_full_dataset(self.root)
 
+    def has_sample(self) -> bool:
+        return os.path.isfile(self.sample)
+
     def using_sample(self) -> bool:
-        return not self.full_available() and os.path.isfile(self.sample)
+        return not self.full_available() and self.has_sample()
 
     def path(self) -> str:
         """The data in use now: the configured dataset, else the sample (else the configured root, so
         that loading it raises the error that says what is missing)."""
         return self.sample if self.using_sample() else self.root
 
-    def dataset(self, path: str | None = None) -> Dataset:
+    def dataset(self, path: str | None = None, progress: Progress | None = None) -> Dataset:
         """Loaded once per process and path (the training job's data loader uses this too); never
-        downloads (torchvision would, into a root that does not hold CIFAR-10)."""
+        downloads (torchvision would, into a root that does not hold CIFAR-10). A caller that finds the
+        path being loaded waits for that load; other paths (the sample) stay available meanwhile."""
         path = os.path.abspath(path or self.path())
         with self._lock:
-            if path not in self._loaded:
-                if not holds_full_dataset(path):
-                    raise DataError(f"no CIFAR-10 at {path} and no embedded sample; set VICREG_DATA")
-                self._loaded[path] = load_dataset(path, cache_dir=self.cache_dir)
-            return self._loaded[path]
+            if path in self._loaded:
+                return self._loaded[path]
+            loading = self._loading.setdefault(path, threading.Lock())
+        with loading:
+            with self._lock:
+                if path in self._loaded:
+                    return self._loaded[path]
+            if not holds_full_dataset(path):
+                raise DataError(f"no CIFAR-10 at {path} and no embedded sample; set VICREG_DATA")
+            each = (lambda n, total: progress(n / total, f"decoding the images: {n:,} of {total:,}")) if progress \
+                else None
+            data = load_dataset(path, cache_dir=self.cache_dir, progress=each)
+            with self._lock:
+                self._loaded[path] = data
+            return data
+
+    def loaded(self, path: str | None = None) -> bool:
+        """Whether `dataset(path)` would answer at once."""
+        with self._lock:
+            return os.path.abspath(path or self.path()) in self._loaded
 
     def precomputed(self) -> Precomputed | None:
         """The sample's stored features and map (None when it has none)."""

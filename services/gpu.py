@@ -71,8 +71,9 @@ def gpu_decorator(duration: float | Callable[..., float], env: Mapping[str, str]
     return lambda fn: fn
 
 
-def _call_seconds(cfg: dict, resume: str | None, seconds: float, *args, **kwargs) -> float:
-    """ZeroGPU's duration for a call: the `seconds` it was given."""
+def _call_seconds(_cfg: dict, _resume: str | None, seconds: float, *_args, **_kwargs) -> float:
+    """ZeroGPU's duration for a call: the `seconds` it was given (spaces passes it run_chunk's arguments,
+    which chunks.py gives by position)."""
     return seconds
 
 

@@ -18,9 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vicreg.data import resize_center_crop
 
-from .settings import MAX_PIXELS, MAX_UPLOAD_MB
+from .settings import MAX_PIXELS, MAX_UPLOAD_MB, upload_bytes
 
-MAX_BYTES = int(MAX_UPLOAD_MB * 1024 * 1024)
+MAX_UPLOAD_BYTES = upload_bytes(MAX_UPLOAD_MB)  # an upload's size limit (a sidecar's is vicreg.sidecar's)
 
 
 class BadImage(ValueError):
@@ -171,7 +171,7 @@ def _first_frame_rgb(im: Image.Image, size: int, notes: list[str], too_big: str)
 
 
 def decode_image(src: bytes | str | os.PathLike, size: int = 32, max_pixels: int = MAX_PIXELS,
-                 max_bytes: int = MAX_BYTES) -> Decoded:
+                 max_bytes: int = MAX_UPLOAD_BYTES) -> Decoded:
     """Untrusted image -> (3, size, size) uint8: first frame of animations, EXIF orientation
     applied, converted to RGB, short side resized (bicubic) and centre-cropped like the dataset."""
     limit = f"limit {max_pixels / 1e6:.0f} megapixels"

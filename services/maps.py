@@ -1,169 +1,120 @@
-"""Per checkpoint and data source: the feature index of the test images (neighbours, kNN guesses)
-and their 2-D UMAP coordinates.
+"""Per checkpoint: the feature bank of the test images (neighbours, kNN guesses) and their 2-D map,
+for the data in use, and what stands in for them until they are built.
 
-For the embedded sample and the checkpoint its features came from (same sha256), both come
-straight from the sample file. Otherwise they are computed once and cached on disk (plain .npy and
-JSON, never pickle) under <cache>/explore/<checkpoint-key>-<data>-n<points>-<precision>/; a
-checkpoint's key includes its mtime and size, so retraining under the same name misses the cache.
-The UMAP fit runs in a child process (services/umap_fit.py), so numba never loads in the server.
+A checkpoint chosen on the page (`select`) gets, in the background (services/banks.py): the embedded
+sample's bank, when the full dataset is in use (the sample's stored features make it instant for the
+default model), then the full bank, then its map. `best` answers at once with the best bank there is.
+An API caller that waits for a bank (`index`) or a map (`umap`) asks for just what it needs.
+On disk: services/bank_store.py.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import subprocess
-import sys
-import threading
 import time
-from collections import OrderedDict
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from vicreg.data import even_subset
-from vicreg.files import atomic_write, atomic_write_text
+from vicreg.progress import Progress, noop
 
-from .data import DataSource, Precomputed
-from .models import FileHashes, ModelCache, file_id, model_key
+from .bank_store import BankStore, Where
+from .banks import BANK, FAILED, MAP, Builder, Stage
+from .data import DataSource
+from .models import FileHashes, ModelCache
 from .neighbours import FeatureIndex
-from .settings import ROOT
-
-Progress = Callable[[float, str], None]
-ARRAYS = ("features", "labels", "indices")
 
 
-def _noop(frac: float, desc: str) -> None:
-    pass
+@dataclass
+class Bank:
+    """A bank ready to query, with what showing its answers needs."""
+
+    where: Where
+    index: FeatureIndex
+    images: torch.Tensor  # the test split its rows point into (for thumbnails)
+    coords: np.ndarray | None  # its map, once fitted
+    stand_in: bool  # the sample's bank, while the full dataset's is built
 
 
 class MapStore:
-    def __init__(self, models: ModelCache, data: DataSource, hashes: FileHashes, cache_dir: str, map_points: int,
-                 heavy: threading.Lock):
-        self.models, self.data, self.hashes = models, data, hashes
-        self.cache_dir, self.map_points, self.heavy = cache_dir, map_points, heavy
-        self._lock = threading.Lock()
-        self._indexes: OrderedDict[str, FeatureIndex] = OrderedDict()
-        self._maps: dict[str, np.ndarray] = {}
+    def __init__(self, models: ModelCache, data: DataSource, hashes: FileHashes, cache_dir: str, map_points: int):
+        self.data = data
+        self.store = BankStore(data, hashes, cache_dir, map_points, lambda: "bf16" if models.rt.bf16 else "fp32")
+        self.builder = Builder(self.store, models)
 
-    def _dir(self, path: str) -> str:
-        src = self.data.path()  # the file's identity for the sample, the folder's for a dataset
-        ident = "|".join(map(str, file_id(src))) if os.path.isfile(src) else os.path.abspath(src)
-        tag = ("sample" if self.data.using_sample() else "data") + hashlib.sha1(ident.encode()).hexdigest()[:8]
-        prec = "bf16" if self.models.rt.bf16 else "fp32"
-        return os.path.join(self.cache_dir, "explore", f"{model_key(path)}-{tag}-n{self.map_points}-{prec}")
+    def main(self, path: str) -> Where:
+        """The bank of the data in use."""
+        return self.store.where(path)
 
-    def _precomputed(self, path: str) -> Precomputed | None:
-        """The sample's stored features when they belong to this checkpoint file."""
-        if not self.data.using_sample():
+    def stand_in(self, path: str) -> Where | None:
+        """The embedded sample's bank, when the full dataset is in use."""
+        return self.store.where(path, self.data.sample) if self.data.full_available() and self.data.has_sample() \
+            else None
+
+    def select(self, path: str) -> None:
+        """A checkpoint chosen on the page: everything it will need, built in the background."""
+        stand_in, main = self.stand_in(path), self.main(path)
+        # not tried again on every page load when it failed: a visitor's Compute / upload asks again
+        self.builder.request(([(BANK, stand_in)] if stand_in else []) + [(BANK, main), (MAP, main)], retry=False)
+
+    def need_bank(self, path: str) -> Stage:
+        return self.builder.request([(BANK, self.main(path))])[0]
+
+    def need_map(self, path: str) -> Stage:
+        return self.builder.request([(BANK, self.main(path)), (MAP, self.main(path))])[1]
+
+    def stage(self, kind: str, path: str) -> Stage | None:
+        return self.builder.stage(kind, self.main(path))
+
+    def _ready(self, w: Where | None, stand_in: bool) -> Bank | None:
+        if w is None or (index := self.store.bank(w)) is None:
             return None
-        pre = self.data.precomputed()
-        return pre if pre is not None and pre.checkpoint_sha256 == self.hashes.sha256(path) else None
+        if not (w.sample or self.data.loaded(w.data)):
+            return None  # the builder loads it next: until then its thumbnails could not be shown
+        return Bank(w, index, self.data.dataset(w.data).test.images, self.store.coords(w), stand_in)
 
-    def _remember(self, d: str, idx: FeatureIndex) -> FeatureIndex:
-        with self._lock:
-            self._indexes[d] = idx
-            while len(self._indexes) > 4:
-                self._indexes.popitem(last=False)
-        return idx
+    def best(self, path: str) -> Bank | None:
+        """The data in use's bank if it is ready, else the sample's standing in, else None (at once)."""
+        return self._ready(self.main(path), False) or self._ready(self.stand_in(path), True)
 
-    def _from_precomputed(self, d: str, pre: Precomputed) -> FeatureIndex:
-        data = self.data.dataset()
-        _, rows = even_subset(data.test, self.map_points)
-        idx = FeatureIndex(os.path.basename(d), pre.features[rows], data.test.labels.numpy()[rows], rows,
-                           list(data.classes))
-        with self._lock:
-            self._maps[d] = pre.coords[rows]
-        return self._remember(d, idx)
+    def full(self, path: str) -> Bank | None:
+        return self._ready(self.main(path), False)
+
+    def best_map(self, path: str) -> Bank | None:
+        """The data in use's bank with its map if both are ready, else the sample's standing in, else None."""
+        for bank in (self.full(path), self._ready(self.stand_in(path), True)):
+            if bank is not None and bank.coords is not None:
+                return bank
+        return None
+
+    def wait(self, st: Stage, progress: Progress | None = None, timeout: float = 1800) -> None:
+        progress, t0 = progress or noop, time.perf_counter()
+        while not st.done:
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"not ready within {timeout:.0f}s ({st.text})")
+            progress(st.fraction, st.text)
+            self.builder.wait(st, 1.0)
+        if st.state == FAILED:
+            raise RuntimeError(st.error)
 
     def cached_index(self, path: str) -> FeatureIndex | None:
-        """The index if it is in memory, in the sample or on disk; None if it must be computed."""
-        d = self._dir(path)
-        with self._lock:
-            if d in self._indexes:
-                self._indexes.move_to_end(d)
-                return self._indexes[d]
-        pre = self._precomputed(path)
-        if pre is not None:
-            return self._from_precomputed(d, pre)
-        try:
-            with open(os.path.join(d, "meta.json")) as f:
-                meta = json.load(f)
-            arrays = [np.load(os.path.join(d, f"{n}.npy"), allow_pickle=False) for n in ARRAYS]
-        except (OSError, ValueError):
-            return None
-        return self._remember(d, FeatureIndex(os.path.basename(d), *arrays, meta["classes"]))
-
-    def index(self, path: str, progress: Progress | None = None) -> FeatureIndex:
-        """Features of the first `map_points` evenly spaced test images (computed once)."""
-        progress = progress or _noop
-        hit = self.cached_index(path)
-        if hit is not None:
-            return hit
-        with self.heavy:
-            hit = self.cached_index(path)  # another visitor may have built it meanwhile
-            if hit is not None:
-                return hit
-            progress(0.0, "loading the test images")
-            data = self.data.dataset()
-            sub, rows = even_subset(data.test, self.map_points)
-            feats = self.models.features(path, sub.images, progress)
-            d = self._dir(path)
-            for name, arr in zip(ARRAYS, (feats, sub.labels.numpy(), rows)):
-                atomic_write(os.path.join(d, f"{name}.npy"), lambda tmp, arr=arr: np.save(tmp, arr), fsync=False)
-            meta = {"checkpoint": os.path.basename(path), "classes": list(data.classes), "points": len(sub)}
-            atomic_write_text(os.path.join(d, "meta.json"), json.dumps(meta))
-        return self.cached_index(path)
+        return self.store.bank(self.main(path))
 
     def cached_umap(self, path: str) -> np.ndarray | None:
-        d = self._dir(path)
-        with self._lock:
-            if d in self._maps:
-                return self._maps[d]
-        if self._precomputed(path) is not None:
-            self.cached_index(path)  # fills _maps from the sample
-            return self._maps.get(d)
-        f = os.path.join(d, "umap.npy")
-        if not os.path.exists(f):
-            return None
-        coords = np.load(f, allow_pickle=False)
-        with self._lock:
-            self._maps[d] = coords
-        return coords
+        return self.store.coords(self.main(path))
+
+    def index(self, path: str, progress: Progress | None = None, timeout: float = 1800) -> FeatureIndex:
+        """The bank of the data in use, built first if need be (waits)."""
+        hit = self.cached_index(path)
+        if hit is None:
+            self.wait(self.need_bank(path), progress, timeout)
+            hit = self.cached_index(path)
+        return hit
 
     def umap(self, path: str, progress: Progress | None = None, timeout: float = 1800) -> np.ndarray:
-        """2-D map of the index, fitted in a child process (numba never loads in the server)."""
-        progress = progress or _noop
+        """The map of the data in use, fitted first if need be (waits)."""
         hit = self.cached_umap(path)
-        if hit is not None:
-            return hit
-        self.index(path, lambda f, desc: progress(0.4 * f, desc))
-        with self.heavy:
-            if self.cached_umap(path) is None:
-                _fit_in_child(self._dir(path), progress, timeout)
-        progress(1.0, "map ready")
-        return self.cached_umap(path)
-
-
-def _fit_in_child(d: str, progress: Progress, timeout: float) -> None:
-    out, log = os.path.abspath(os.path.join(d, "umap.npy")), os.path.join(d, "umap.log")
-    cmd = [sys.executable, "-m", "services.umap_fit", os.path.abspath(os.path.join(d, "features.npy")), out]
-    t0 = time.perf_counter()
-    with open(log, "w") as lf:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT)
-        try:
-            while proc.poll() is None:
-                el = time.perf_counter() - t0
-                if el > timeout:
-                    raise RuntimeError(f"UMAP did not finish within {timeout:.0f}s")
-                # no progress from inside UMAP: an estimate (~20 s cold, ~10 s warm for 10k points)
-                progress(0.4 + 0.55 * min(1.0, el / 25), f"fitting UMAP ({el:.0f}s; about 10-30 s)")
-                time.sleep(0.5)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if proc.returncode != 0 or not os.path.exists(out):
-        with open(log) as lf:
-            tail = lf.read()[-600:]
-        raise RuntimeError(f"UMAP failed (exit {proc.returncode}): {tail.strip()}")
+        if hit is None:
+            self.wait(self.need_map(path), progress, timeout)
+            hit = self.cached_umap(path)
+        (progress or noop)(1.0, "map ready")
+        return hit

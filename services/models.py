@@ -11,24 +11,33 @@ import hashlib
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 import torch
 
-from vicreg.checkpoint import checkpoint_stem
+from vicreg.augment import augment
 from vicreg.config import AugmentConfig, TrainConfig
 from vicreg.embed import load_model
 from vicreg.evaluate import extract_features
 from vicreg.files import file_sha256
 from vicreg.model import VICReg
+from vicreg.names import checkpoint_stem
+from vicreg.progress import Progress
 from vicreg.runtime import Runtime, make_runtime
 
 from .lru import Lru
 from .neighbours import l2_normalize
 from .views import view_pair
 
-Progress = Callable[[float, str], None]
+
+def training_views(pixels: np.ndarray, aug: AugmentConfig, seed: int) -> tuple[list[np.ndarray], list[dict]]:
+    """All `aug.views` training views (HWC uint8, aug.view_size px: what the network saw) of one (3, S, S)
+    uint8 image, and the parameters of each."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0).expand(aug.views, -1, -1, -1)
+    views, params = augment(x, aug, g, aug.view_size or aug.size)
+    imgs = [(v.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8) for v in views]
+    return imgs, [params.describe(i) for i in range(aug.views)]
 
 
 def file_id(path: str) -> tuple[str, int, int]:
@@ -110,7 +119,7 @@ class ModelCache:
                 for _, fut in items:
                     fut.set_exception(e)
                 continue
-            for (_, fut), vec in zip(items, vecs):
+            for (_, fut), vec in zip(items, vecs, strict=True):
                 fut.set_result(vec)
 
     def _embed_many(self, path: str, images: list[np.ndarray]) -> np.ndarray:
@@ -119,15 +128,16 @@ class ModelCache:
         return extract_features(model.backbone, x, self.rt, cfg.augment).numpy()
 
     def views(self, pixels: np.ndarray, path: str | None, seed: int) -> tuple[list[np.ndarray], list[dict]]:
-        """Two augmented views with the checkpoint's augmentation settings (defaults without one)."""
+        """Augmented views with the checkpoint's augmentation settings (defaults without one): two, or for a
+        multi-view checkpoint (augment.views > 2) all its views at their training size."""
         aug = self.get(path)[1].augment if path else AugmentConfig()
-        return self._light.submit(view_pair, pixels, aug, seed).result()
+        return self._light.submit(view_pair if aug.views <= 2 else training_views, pixels, aug, seed).result()
 
     def features(self, path: str | None, images: torch.Tensor, progress: Progress | None = None) -> np.ndarray:
         """L2-normalised backbone features of many uint8 images, on `threads` threads (heavy work)."""
         torch.set_num_threads(self.threads)
         model, cfg = self.get(path)
         feats = extract_features(model.backbone, images, self.rt, cfg.augment, batch_size=256,
-                                 progress=(lambda f, d: progress(f, f"embedding {len(images)} test images"))
+                                 progress=(lambda f, _desc: progress(f, f"embedding {len(images)} test images"))
                                  if progress else None)
         return l2_normalize(feats.numpy())

@@ -74,5 +74,5 @@ class FeatureIndex:
         rows, sims = nearest(self.features, emb, max(k, vote_k), self.row_of(exclude_test_index))
         probs = knn_vote(sims[:vote_k], self.labels[rows[:vote_k]], len(self.classes))
         nbrs = [Neighbour(int(self.indices[r]), int(self.labels[r]), self.classes[self.labels[r]], float(s))
-                for r, s in zip(rows[:k], sims[:k])]
-        return Query(nbrs, {c: float(p) for c, p in zip(self.classes, probs)}, rows, sims)
+                for r, s in zip(rows[:k], sims[:k], strict=True)]
+        return Query(nbrs, {c: float(p) for c, p in zip(self.classes, probs, strict=True)}, rows, sims)

@@ -1,6 +1,6 @@
-"""Evaluation reports: the one stored in a checkpoint's metadata (the shipped model carries its own,
-beside its random-initialised baseline), and kNN + linear probe runs on the full dataset, cached on
-disk as JSON under <cache>/eval/<checkpoint-key>-<data>-<n_train>-<n_test>-<epochs>-<precision>.json.
+"""Evaluation reports (vicreg.report.EvalReport): the one stored in a checkpoint's metadata (the shipped
+model carries its own, beside its random-initialised baseline), and kNN + linear probe runs on the full
+dataset, cached on disk as JSON under <cache>/eval/<checkpoint-key>-<data>-<n_train>-<n_test>-<epochs>-<precision>.json.
 """
 from __future__ import annotations
 
@@ -8,38 +8,26 @@ import hashlib
 import json
 import os
 import threading
-from typing import Callable
 
 import torch
 
-from vicreg.checkpoint import checkpoint_stem, read_meta
+from vicreg.checkpoint import read_meta
 from vicreg.data import even_subset
 from vicreg.evaluate import evaluate_backbone
 from vicreg.files import atomic_write_text
+from vicreg.progress import Progress, noop
+from vicreg.report import EvalReport
 
 from .data import DataSource
 from .models import ModelCache, model_key
 
-Progress = Callable[[float, str], None]
-REPORT_KEYS = ("linear_top1", "knn_top1", "train_top1", "per_class", "confusion", "classes", "n_train", "n_test",
-               "probe_epochs", "seconds")
 
-
-def _noop(frac: float, desc: str) -> None:
-    pass
-
-
-def stored_report(path: str) -> tuple[dict, dict | None] | None:
+def stored_report(path: str) -> tuple[EvalReport, EvalReport | None] | None:
     """(the checkpoint's report, its random baseline's or None) from the checkpoint's metadata, or
     None when it carries none. Raises CheckpointError for an unreadable checkpoint."""
-    rep = read_meta(path).get("report")
-    if not isinstance(rep, dict) or not set(REPORT_KEYS) <= set(rep):
-        return None
-    base = rep.get("baseline")
-    ok = isinstance(base, dict) and set(REPORT_KEYS) <= set(base)
-    name = checkpoint_stem(path)
-    return ({"checkpoint": name, **{k: rep[k] for k in REPORT_KEYS}},
-            {"checkpoint": None, **{k: base[k] for k in REPORT_KEYS}} if ok else None)
+    stored = read_meta(path).get("report")
+    rep = EvalReport.from_dict(stored)
+    return None if rep is None else (rep, EvalReport.from_dict(stored.get("baseline")))
 
 
 class ReportStore:
@@ -52,18 +40,18 @@ class ReportStore:
         name = f"{model_key(path)}-{data}-{n_train}-{n_test}-{epochs}-{prec}.json"
         return os.path.join(self.cache_dir, "eval", name)
 
-    def cached(self, path: str | None, n_train: int, n_test: int, epochs: int) -> dict | None:
+    def cached(self, path: str | None, n_train: int, n_test: int, epochs: int) -> EvalReport | None:
         try:
             with open(self._file(path, n_train, n_test, epochs)) as f:
-                return json.load(f)
+                return EvalReport.from_dict(json.load(f))
         except (OSError, ValueError):
             return None
 
     def evaluate(self, path: str | None, n_train: int, n_test: int, epochs: int = 100,
-                 progress: Progress | None = None) -> dict:
+                 progress: Progress | None = None) -> EvalReport:
         """kNN + linear probe on evenly spaced subsets of the full dataset (0 = all); path None =
         the random-init baseline. Cached on disk, so the baseline is computed once per size."""
-        progress = progress or _noop
+        progress = progress or noop
         hit = self.cached(path, n_train, n_test, epochs)
         if hit is not None:
             return hit
@@ -79,9 +67,5 @@ class ReportStore:
             model, cfg = self.models.get(path)
             rep = evaluate_backbone(model.backbone, tr.images, tr.labels, te.images, te.labels, data.classes,
                                     self.models.rt, cfg.augment, probe_epochs=epochs, progress=progress)
-            res = {"checkpoint": checkpoint_stem(path) if path else None, "knn_top1": rep.knn_top1,
-                   "linear_top1": rep.linear.top1, "train_top1": rep.linear.train_top1,
-                   "per_class": rep.linear.per_class, "confusion": rep.linear.confusion, "classes": rep.classes,
-                   "seconds": rep.seconds, "n_train": len(tr), "n_test": len(te), "probe_epochs": epochs}
-            atomic_write_text(self._file(path, n_train, n_test, epochs), json.dumps(res))
-            return res
+            atomic_write_text(self._file(path, n_train, n_test, epochs), json.dumps(rep.to_dict()))
+            return rep

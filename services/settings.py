@@ -20,7 +20,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from vicreg.config import DEFAULT_DATA_ROOT, default_cache_dir, default_checkpoint_dir, default_data_root
+from vicreg.config import (
+    DEFAULT_DATA_ROOT,
+    default_cache_dir,
+    default_checkpoint_dir,
+    default_data_root,
+    home_cache_dir,
+)
 from vicreg.runtime import available_cpus
 
 from . import exposure, gpu, visitors
@@ -35,14 +41,15 @@ MAX_PIXELS = 40_000_000
 MAX_UPLOAD_MB = 20.0
 
 
+def upload_bytes(mb: float) -> int:
+    """An upload limit given in MB (VICREG_MAX_UPLOAD_MB), in bytes."""
+    return int(mb * 1024 * 1024)
+
+
 def _short(path: str) -> str:
     """A path below the working directory as a relative one, so pages never show server folders."""
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
-
-
-def _home_cache() -> str:
-    return default_cache_dir({})  # no storage, no variable: the user's cache folder
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class Settings:
     sample: str = SAMPLE
     default_checkpoint: str = DEFAULT_CHECKPOINT
     checkpoint_dir: str = "checkpoints"
-    cache_dir: str = field(default_factory=_home_cache)
+    cache_dir: str = field(default_factory=home_cache_dir)
     admin_token: str | None = None
     visitor_minutes: float = VISITOR_MINUTES
     visitor_keep: int = visitors.KEEP
@@ -68,7 +75,7 @@ class Settings:
 
     @property
     def max_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
+        return upload_bytes(self.max_upload_mb)
 
     @property
     def reachable(self) -> bool:

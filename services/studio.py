@@ -21,11 +21,11 @@ from .visitors import VisitorRuns
 class Studio:
     def __init__(self, settings: Settings | None = None):
         s = self.settings = settings or Settings()
-        self.heavy = threading.Lock()  # one feature extraction / UMAP fit / evaluation at a time
+        self.heavy = threading.Lock()  # one evaluation at a time (banks and maps: services/banks.py)
         self.hashes = FileHashes()
         self.data = DataSource(s.data_root, s.sample, s.cache_dir)
         self.models = ModelCache(s.device, s.precision, s.threads)
-        self.maps = MapStore(self.models, self.data, self.hashes, s.cache_dir, s.map_points, self.heavy)
+        self.maps = MapStore(self.models, self.data, self.hashes, s.cache_dir, s.map_points)  # built in the background
         self.reports = ReportStore(self.models, self.data, s.cache_dir, self.heavy)
         self.catalog = Catalog(s.checkpoint_dir, s.default_checkpoint)
         self.access = s.access()

@@ -2,11 +2,12 @@
 
     python -m services.umap_fit features.npy out.npy [n_neighbors] [min_dist] [seed]
 
-Reads and writes plain .npy files (no pickle). The k-nearest-neighbour graph is computed here
+Reads and writes plain .npy files (no pickle); runs at the lowest priority and ends when its parent
+does (services/children.py). The k-nearest-neighbour graph is computed here
 exactly (cosine, one matrix product per chunk) and handed to UMAP as `precomputed_knn`, which
 skips pynndescent and its numba compilation, the larger part of a first fit at the map sizes the app
-uses (docs/benchmarks.md has the timings). Only numpy, umap and vicreg.files
-are imported; umap inside `fit`, so that importing this module (tests do) stays cheap.
+uses (docs/benchmarks.md has the timings). Only numpy, umap, vicreg.files and services.children are
+imported; umap inside `fit`, so that importing this module (tests do) stays cheap.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from services.children import lower_priority, watch_parent
 from vicreg.files import atomic_write
 
 
@@ -59,6 +61,8 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
+    lower_priority()  # before numba starts its threads: they inherit it
+    watch_parent()
     src, out = argv[0], argv[1]
     n_neighbors = int(argv[2]) if len(argv) > 2 else 15
     min_dist = float(argv[3]) if len(argv) > 3 else 0.1

@@ -1,7 +1,7 @@
 """Fixtures shared by the app tests (imported by test_app_api.py, test_browser.py and test_handlers.py).
 
 `demo_pair`: the default (demo) checkpoint and the embedded CIFAR-10 sample: the repo's shipped files
-when both exist, otherwise provisional ones built from `cifar_root` (tests/helpers.py).
+when both exist, otherwise provisional ones built from `cifar_root` (bench/harness.py).
 `trained_checkpoint`: a real checkpoint from a few training steps, in a temporary folder.
 `app_server`: `python app.py` with a CIFAR-10 image folder (`cifar_root`: the embedded sample's 2,000 + 2,000
 images, see conftest.py), pointed at temporary checkpoint and cache folders, so the repo's checkpoints/ is
@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 import pytest
-from helpers import SHIPPED_CHECKPOINT, SHIPPED_SAMPLE, AppError, AppProcess, demo_files, make_checkpoint
+
+from bench.harness import SHIPPED_CHECKPOINT, SHIPPED_SAMPLE, AppError, AppProcess, demo_files, make_checkpoint
 
 MAP_POINTS = 600  # a small map keeps the UMAP fit quick in tests; the app's default is 10,000
 NO_NETWORK = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": ""}  # a Hub that refuses at once
@@ -36,7 +37,7 @@ def plot_data(p) -> list[dict]:
 
 def map_positions(traces) -> dict[int, tuple[float, float]]:
     return {int(t.split("#")[1]): (x, y) for tr in traces if tr.get("name") != "your image"
-            for x, y, t in zip(tr["x"], tr["y"], tr["text"])}
+            for x, y, t in zip(tr["x"], tr["y"], tr["text"], strict=True)}
 
 
 def poll(client, until, timeout=180):

@@ -168,7 +168,7 @@ def full_data_shortfall() -> list[str]:
 
 # ------------------------------------------------------------------ pytest-xdist: one core per worker, counts merged
 
-def pytest_configure(config):
+def pytest_configure():
     """Each xdist worker (`-n 2`) gets one CPU of its own and 1 torch thread, and so do the apps and CLI runs it
     starts (they inherit the affinity, and vicreg.runtime.available_cpus reads it): two torch processes
     never share a core, which on a 2-core machine would slow both several times over."""
@@ -202,7 +202,7 @@ def _worker_counts() -> dict:
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without pytest-xdist
-def pytest_testnodedown(node, error):
+def pytest_testnodedown(node):
     """The controller merges what each worker collected and scanned (xdist's workeroutput)."""
     from leaks import SEEN
 

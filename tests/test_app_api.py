@@ -115,7 +115,7 @@ def test_evaluate_with_random_baseline(client, app_server):  # noqa: F811
     res = result["results"]
     assert list(res) == ["tiny", "random init"]
     rows = summary.splitlines()
-    for row, (name, r) in zip(rows[2:4], res.items()):
+    for row, (name, r) in zip(rows[2:4], res.items(), strict=True):
         m = np.asarray(r["confusion"])
         assert m.shape == (10, 10) and m.sum() == 100 and (r["n_train"], r["n_test"]) == (300, 100)
         assert r["linear_top1"] == pytest.approx(np.trace(m) / 100, abs=1e-6)  # top-1 is the confusion's diagonal
@@ -173,7 +173,7 @@ def test_umap_and_projection(client, app_server):  # noqa: F811
     coords = np.load(os.path.join(d, "umap.npy"))
     pos = map_positions(plot_data(plot))
     assert len(pos) == MAP_POINTS
-    assert all(pos[int(i)] == tuple(np.round(c, 3).tolist()) for i, c in zip(arrays["indices"], coords))
+    assert all(pos[int(i)] == tuple(np.round(c, 3).tolist()) for i, c in zip(arrays["indices"], coords, strict=True))
     # now an explored test image gets the position its 10 nearest neighbours give it
     out = client.predict(index=1234, checkpoint=app_server.checkpoint, api_name="/explore_test_image")
     info = out[10]
@@ -249,8 +249,8 @@ def test_visitors_do_not_share_images(app_server):  # noqa: F811
 
 
 def test_hub_load_gives_a_message(client):
-    assert client.predict(repo_id="not a repo", filename="", checkpoint=None, api_name="/hub_load")[0] == (
+    assert client.predict(repo_id="not a repo", filename="", api_name="/hub_load")[0] == (
         "❌ &#x27;not a repo&#x27; is not a Hub repo id; it looks like &#x27;user/vicreg-cifar10&#x27;")
-    text = client.predict(repo_id="vicreg-studio-tests/does-not-exist", filename="", checkpoint=None,
+    text = client.predict(repo_id="vicreg-studio-tests/does-not-exist", filename="",
                           api_name="/hub_load")[0]
     assert text == "❌ the Hugging Face Hub cannot be reached from this server (offline?)"  # endpoint: a closed port

@@ -116,10 +116,10 @@ def test_public_demo_rules_hold_through_the_api(empty_app):
     resumed = b.predict(checkpoint=info["end"]["checkpoint"], more_epochs=1, threads=1, device="cpu", secret="",
                         api_name="/train_resume")
     assert resumed.startswith("❌ On this shared server only the admin may resume training")
-    hub = a.predict(repo_id="someone/vicreg-cifar10", filename="", checkpoint=None, secret="", api_name="/hub_load")[0]
+    hub = a.predict(repo_id="someone/vicreg-cifar10", filename="", secret="", api_name="/hub_load")[0]
     assert hub == ("❌ On this shared server only the admin may download checkpoints from the Hub; enter the admin "
                    "secret in the &#x27;Admin secret&#x27; box at the top of the page.")
-    hub = a.predict(repo_id="someone/vicreg-cifar10", filename="", checkpoint=None, secret="let-me-in",
+    hub = a.predict(repo_id="someone/vicreg-cifar10", filename="", secret="let-me-in",
                     api_name="/hub_load")[0]
     assert hub == "❌ the Hugging Face Hub cannot be reached from this server (offline?)"  # past the gate
     assert a.predict(secret="", api_name="/download_data").startswith(

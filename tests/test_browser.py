@@ -64,7 +64,7 @@ def page(offline_app):  # noqa: F811
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(60_000)
         pg.goto(offline_app.url)
-        pg.wait_for_selector("#loss-plot")
+        pg.wait_for_selector("#explore-upload")  # Explore is the first tab
         yield pg
         browser.close()
 
@@ -147,7 +147,8 @@ def test_quick_preset_trains(page):
     progress = page.locator("#train-progress").inner_text()
     assert "quick_demo" in progress and "running" in progress and f"/{total}" in progress, progress
     page.screenshot(path=os.path.join(ART, "browser_train_running.png"), full_page=True)
-    page.reload()  # a reloaded page shows the same run
+    page.reload()  # a reloaded page shows the same run (in the Train tab: Explore is the first)
+    page.get_by_role("tab", name="Train").click()
     page.wait_for_selector("#train-progress:has-text('running')", timeout=30_000)
     again = wait_for(page, LOSS_X, lambda a: len(a) >= len(x), timeout=60, what="the charts after a reload")
     assert again[: len(x)] == x

@@ -3,6 +3,7 @@ and map positions (services/neighbours.py), view pairs (services/views.py), the 
 (services/umap_fit.py), the data source and the Hub download's messages."""
 import io
 import os
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_rgba_transparent_is_white():
     assert any("transparent" in n for n in d.notes)
 
 
-def test_cmyk_converted(photo):
+def test_cmyk_converted():
     d = decode_image(enc(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG", quality=100))
     r, g, b = (d.pixels[c].mean() for c in range(3))
     assert r > 230 and g < 25 and b < 25  # pure red
@@ -175,7 +176,7 @@ def test_knn_vote_and_index_query(synthetic):
     nbrs, guess = q.neighbours, q.guess
     assert [n.cls for n in nbrs] == ["b"] * 5 and max(guess, key=guess.get) == "b"
     assert all(1050 <= n.index < 1100 for n in nbrs)  # indices map back to test positions
-    assert all(a.similarity >= b.similarity for a, b in zip(nbrs, nbrs[1:]))
+    assert all(a.similarity >= b.similarity for a, b in pairwise(nbrs))
     assert idx.row_of(1060) == 60 and idx.row_of(5) is None
     nbrs2 = idx.query(feats[60], k=3, exclude_test_index=1060).neighbours
     assert 1060 not in [n.index for n in nbrs2] and len(nbrs2) == 3
@@ -256,3 +257,33 @@ def test_data_source_prefers_the_full_dataset(tmp_path, cifar_root):
     none = DataSource(str(tmp_path / "nothing"), str(tmp_path / "no-sample.npz"))
     with pytest.raises(DataError, match="no CIFAR-10 at"):
         none.dataset()
+
+
+def test_one_dataset_loading_blocks_neither_another_nor_loads_twice(cifar_root, monkeypatch):
+    """While the full dataset decodes (the bank builder's thread), the sample and its stored features answer,
+    and a second caller for the same dataset waits for that load instead of decoding it again."""
+    import threading
+
+    import services.data as data_module
+    from services.settings import SAMPLE
+
+    gate, calls, real = threading.Event(), [], data_module.load_dataset
+
+    def slow(path, **kw):
+        if os.path.abspath(path) == os.path.abspath(cifar_root):
+            calls.append(path)
+            gate.wait(30)
+        return real(path, **kw)
+
+    monkeypatch.setattr(data_module, "load_dataset", slow)
+    src = data_module.DataSource(cifar_root, SAMPLE)
+    loaders = [threading.Thread(target=src.dataset) for _ in range(2)]
+    for t in loaders:
+        t.start()
+    while not calls:
+        gate.wait(0.01)
+    assert len(src.dataset(SAMPLE).test) == 2000 and src.precomputed() is not None and not src.loaded()
+    gate.set()
+    for t in loaders:
+        t.join(30)
+    assert src.loaded() and len(src.dataset().test) == 2000 and len(calls) == 1

@@ -31,7 +31,7 @@ def test_a_failing_writer_leaves_the_target_untouched_and_no_temp_file(tmp_path)
 
 
 def test_a_failing_writer_creates_nothing_when_there_was_no_target(tmp_path):
-    def fail(tmp):
+    def fail(_tmp):
         raise ValueError("bad data")
 
     with pytest.raises(ValueError):

@@ -10,9 +10,10 @@ import vicreg.runtime as runtime
 from vicreg.augment import channel_constant, two_views
 from vicreg.checkpoint import _write, load_checkpoint, load_optimizer_state, save_checkpoint
 from vicreg.config import AugmentConfig, ModelConfig, TrainConfig
+from vicreg.health import effective_rank
 from vicreg.model import VICReg
 from vicreg.optim import make_optimizer
-from vicreg.train import effective_rank, train
+from vicreg.train import train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -32,14 +33,14 @@ def test_augmentation_builds_no_tensors_from_host_values_after_the_first_step(mo
 
 @pytest.mark.parametrize("capability, expected", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
 def test_bf16_needs_compute_capability_8(monkeypatch, capability, expected):
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # counts emulated bf16: not used
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_a, **_k: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_a, **_k: True)  # counts emulated bf16: not used
     assert runtime.bf16_supported(torch.device("cuda")) is expected
 
 
 def test_a_cuda_runtime_leaves_tf32_off(monkeypatch):
-    monkeypatch.setattr(runtime, "resolve_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(runtime, "resolve_device", lambda *_a, **_k: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_a, **_k: (9, 0))
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
     rt = runtime.make_runtime("cuda")
@@ -91,7 +92,7 @@ def test_resumed_optimiser_state_has_its_parameters_layout_and_the_live_flags(tm
         for key in ("exp_avg", "exp_avg_sq"):
             assert live.state[p][key].stride() == p.stride(), key
     assert all(g["foreach"] is True for g in live.param_groups)  # not the saved False
-    for p_old, p_new in zip(saved.param_groups[0]["params"], live.param_groups[0]["params"]):
+    for p_old, p_new in zip(saved.param_groups[0]["params"], live.param_groups[0]["params"], strict=True):
         assert torch.equal(saved.state[p_old]["exp_avg"], live.state[p_new]["exp_avg"])  # same values
 
 

@@ -11,17 +11,17 @@ from app_fixtures import demo_pair  # noqa: F401
 from PIL import Image
 
 import services.data
-from services.reports import REPORT_KEYS
 from services.settings import Settings
 from services.studio import Studio
 from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, UNLISTED, preset_choices, scrub
-from ui.eval_tab import NEEDS_DATA
+from ui.eval_handlers import NEEDS_DATA
 from ui.layout import Handlers
 from ui.train_handlers import preset_knobs, progress_html
 from vicreg.checkpoint import FORMAT, read_meta
 from vicreg.config import PRESETS, TrainConfig
 from vicreg.data import load_packed
 from vicreg.jobs import TrainingJob
+from vicreg.report import REPORT_KEYS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,9 +33,9 @@ class FakeJob(TrainingJob):
         super().__init__()
         self.started = []
 
-    def start(self, cfg, resume=None, owner=None, time_limit=None):
+    def start(self, cfg, resume=None, owner=None, time_limit=None, processes=1):
         self.started.append((cfg, resume))
-        self.limits = (owner, time_limit)
+        self.limits = (owner, time_limit, processes)
         return True, f"run {len(self.started)} started"
 
 
@@ -57,7 +57,7 @@ def sample(demo_pair):  # noqa: F811
 @pytest.fixture(scope="module")
 def tiny(setup, demo_pair):  # noqa: F811
     """A real (unpacked) checkpoint, 2 steps on the sample, in the app's checkpoint folder."""
-    from helpers import make_checkpoint
+    from bench.harness import make_checkpoint
 
     return make_checkpoint(load_packed(demo_pair[1]), setup[1].checkpoint_dir, "tiny", steps=2)
 
@@ -77,7 +77,7 @@ def test_presets_by_field_name():
 
 
 def knobs(**over):
-    vals = dict(zip(KNOBS, preset_knobs("quick_demo")))
+    vals = dict(zip(KNOBS, preset_knobs("quick_demo"), strict=True))
     vals.update(over)
     return vals
 
@@ -97,7 +97,7 @@ def test_config_is_the_preset_with_the_knobs(setup, demo_pair):  # noqa: F811
 def test_start_messages(setup, demo_pair):  # noqa: F811
     h, studio, job, _ = setup
     args = dict(zip(("name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "inv_coeff", "var_coeff",
-                     "cov_coeff", "knn_train", "knn_test", "warmup_epochs"), preset_knobs("quick_demo")))
+                     "cov_coeff", "knn_train", "knn_test", "warmup_epochs"), preset_knobs("quick_demo"), strict=True))
     base = dict(preset="quick_demo", **args, threads=1, device="cpu", secret="")
     assert h.train.start(**{**base, "var_coeff": -1}).message == (
         "❌ Cannot start: loss weights must be 0 or positive, got invariance 25.0, variance -1.0, covariance 1.0")
@@ -111,6 +111,18 @@ def test_start_messages(setup, demo_pair):  # noqa: F811
                                              "</code>" % (n + 1))
     cfg, resume = job.started[-1]
     assert (cfg.train_subset, cfg.knn_train, cfg.knn_test, resume) == (2000, 1000, 250, None)
+    assert job.limits == (None, None, 1)  # a private tool: no owner, no time limit; one process by default
+    # the knobs travel by name, whatever their order, and only known ones
+    h.train.start(**{"lr": 0, "var_coeff": 0, **{k: v for k, v in base.items() if k not in ("lr", "var_coeff")}})
+    cfg, _ = job.started[-1]
+    assert (cfg.lr, cfg.loss.var_coeff, cfg.loss.inv_coeff, cfg.batch_size) == (None, 0.0, 25.0, 64)
+    assert h.train.start(**base, momentum=0.5).message == "❌ Cannot start: unknown setting(s): momentum"
+    most = h.train.most_processes()
+    assert h.train.start(**base, processes=most + 1).message == (
+        f"❌ Cannot start: processes must be from 1 to {most} on this machine, got {most + 1}")
+    assert h.train.start(**{**base, "batch_size": 63}, processes=max(most, 2)).message in (
+        f"❌ Cannot start: processes must be from 1 to {most} on this machine, got 2",  # a machine with one GPU
+        f"❌ Cannot start: the batch size (63) is the global batch and must divide by the {max(most, 2)} processes")
 
 
 def test_admin_secret_and_visitor_rules(demo_pair, tmp_path, cifar):  # noqa: F811
@@ -119,7 +131,7 @@ def test_admin_secret_and_visitor_rules(demo_pair, tmp_path, cifar):  # noqa: F8
     studio = Studio(Settings(data_root=str(tmp_path), sample=demo_pair[1], default_checkpoint=demo_pair[0],
                              checkpoint_dir=str(tmp_path), cache_dir=str(tmp_path), admin_token="s3cret",
                              visitor_minutes=0.05, threads=1))
-    job = TrainingJob(data_loader=lambda cfg: cifar)
+    job = TrainingJob(data_loader=lambda _cfg: cifar)
     h = Handlers.create(studio, job)
     knobs = dict(preset="quick_demo", name="visitor", epochs=3, batch_size=16, optimizer="lars", lr=0,
                  train_subset=320, inv_coeff=25, var_coeff=0, cov_coeff=1, knn_train=100, knn_test=0,
@@ -129,6 +141,9 @@ def test_admin_secret_and_visitor_rules(demo_pair, tmp_path, cifar):  # noqa: F8
                            "demo: epochs × train images at most 3 × 2,000 (asked 100 × all); batch size at most 64 "
                            "(asked 256). Pick the Quick CPU demo preset, or enter the admin secret.")
     assert big.owner is None
+    assert h.train.start(**knobs, secret="", processes=2).message == (  # several processes: the admin's
+        "❌ On this shared server a visitor&#x27;s run may be at most the size of the Quick CPU demo: one process "
+        "(asked 2). Pick the Quick CPU demo preset, or enter the admin secret.")
     assert h.train.start(**knobs, secret="guess").message == "❌ Wrong admin secret."
     assert job.snapshot().run_id == 0  # nothing started so far
     mine = h.train.start(**knobs, secret="")  # a visitor may change the loss weights: the collapse lesson
@@ -206,7 +221,7 @@ def test_umap_preview_is_the_samples_map(setup, demo_pair, sample):  # noqa: F81
     out = setup[0].umap.preview(demo_pair[0], None)
     assert out.result["points"] == 2000 and out.result["sample"] is True and out.result["marker"] is None
     traces = json.loads(out.plot.plot)["data"]
-    got = {int(t.split("#")[1]): (x, y) for tr in traces for x, y, t in zip(tr["x"], tr["y"], tr["text"])}
+    got = {int(t.split("#")[1]): (x, y) for tr in traces for x, y, t in zip(tr["x"], tr["y"], tr["text"], strict=True)}
     want = np.round(sample["umap"], 3)
     assert len(got) == 2000 and all(got[i] == (want[i, 0], want[i, 1]) for i in range(0, 2000, 7))
 
@@ -306,7 +321,8 @@ def test_imports_change_no_global_state():
             "import app, services.catalog, services.data, services.hub, services.images, services.maps\n"
             "import services.models, services.neighbours, services.reports, services.settings, services.studio\n"
             "import services.umap_fit, services.views, ui.charts, ui.common, ui.eval_tab, ui.explore_handlers\n"
-            "import ui.explore_tab, ui.header, ui.layout, ui.train_handlers, ui.train_tab, ui.umap_tab\n"
+            "import ui.explore_tab, ui.header, ui.header_handlers, ui.layout, ui.train_handlers, ui.train_status\n"
+            "import ui.train_tab, ui.umap_tab, vicreg.launch\n"
             "late = sorted(m for m in sys.modules if m.split('.')[0] in {'umap', 'numba'})\n"
             "print(early, late, PIL.Image.MAX_IMAGE_PIXELS == before)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,

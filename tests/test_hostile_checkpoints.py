@@ -158,7 +158,7 @@ def test_a_sidecar_behind_its_checkpoint_is_a_crash_trace_and_is_accepted(tmp_pa
     behind = {**side, "step": 3, "epoch": 1, "config": {**side["config"], "threads": 3, "epochs": 5}}
     path = _with_sidecar(tmp_path, good, "lagging", _json(behind))
     assert load_checkpoint(path).meta["step"] == 6
-    assert load_checkpoint(_with_sidecar(tmp_path, good, "no_sidecar", lambda p: None)).meta["step"] == 6
+    assert load_checkpoint(_with_sidecar(tmp_path, good, "no_sidecar", lambda _p: None)).meta["step"] == 6
     # the next save writes a sidecar that agrees
     cfg = TrainConfig(model=ModelConfig(projector="16-16"))
     save_checkpoint(path, VICReg(cfg.model), None, {"config": cfg.to_dict(), "epoch": 3, "step": 9})

@@ -5,7 +5,7 @@ from vicreg.jobs import TrainingJob
 
 
 def test_concurrent_starts_make_one_job_and_stop_is_resumable(cifar, tmp_path):
-    job = TrainingJob(data_loader=lambda cfg: cifar)
+    job = TrainingJob(data_loader=lambda _cfg: cifar)
     cfg = TrainConfig(epochs=3, batch_size=32, train_subset=32 * 40, knn_test=0, checkpoint_dir=str(tmp_path),
                       name="job", log_every=1)
     results = []
@@ -58,7 +58,7 @@ def test_failure_is_reported_not_raised(tmp_path):
 def test_time_limit_stops_the_run_with_a_checkpoint(cifar, tmp_path):
     from vicreg.checkpoint import load_checkpoint
 
-    job = TrainingJob(data_loader=lambda cfg: cifar)
+    job = TrainingJob(data_loader=lambda _cfg: cifar)
     cfg = TrainConfig(epochs=50, batch_size=16, train_subset=16 * 50, knn_test=0, checkpoint_dir=str(tmp_path),
                       name="limited", log_every=1, threads=1)
     ok, _ = job.start(cfg, owner="visitor-token", time_limit=4.0)
@@ -68,3 +68,25 @@ def test_time_limit_stops_the_run_with_a_checkpoint(cifar, tmp_path):
     assert snap.status == "stopped" and snap.end.reason.endswith(
         ": runs started by visitors stop after 0.0666667 min on this shared server")
     assert 0 < snap.end.step < 50 * 50 and load_checkpoint(snap.end.checkpoint).meta["step"] == snap.end.step
+
+
+def test_events_read_back_from_the_metrics_file_are_the_events_written():
+    """A torchrun run's events come from rank 0's metrics file (vicreg/launch.py): each kind reads back equal."""
+    from vicreg.events import EndEvent, EpochEvent, StartEvent, StepEvent, to_dict
+    from vicreg.launch import event
+
+    written = [StartEvent("r", "cpu", 0, 0, 2, 4, 8, 64, None, {"batch_size": 16}, notes=["2 processes"]),
+               StepEvent(0, 1, 8, 25.0, 0.2, 0.6, 4.1, 0.01, 40.0, 0.3, 12.5, 1.0, warning="collapse"),
+               EpochEvent(1, 4, None, "ck/r.safetensors", 2.0, 3.0),
+               EndEvent("failed", "ValueError: bad", "ck/r.safetensors", 1, 4, 5.0, exit_code=2)]
+    assert [event(to_dict(ev)) for ev in written] == written
+    assert event({**to_dict(written[2]), "added_later": 1}) == written[2]  # a newer writer's fields are left out
+
+
+def test_a_zerogpu_job_runs_one_process(tmp_path):
+    from vicreg.chunks import ChunkPlan
+
+    job = TrainingJob(chunks=ChunkPlan(seconds=60))
+    assert job.start(TrainConfig(checkpoint_dir=str(tmp_path)), processes=2) == (
+        False, "a run on ZeroGPU uses one process")
+    assert job.snapshot().run_id == 0

@@ -41,6 +41,6 @@ def test_concurrent_requests_are_batched_and_answered_each(demo_pair, tmp_path):
     for t in threads:
         t.join()
     assert sum(s for s in sizes if s) == len(imgs) + 1 and max(sizes) > 1  # batched, each image once
-    for a, b in zip(alone, got):
+    for a, b in zip(alone, got, strict=True):
         assert b.shape == (512,) and np.allclose(a, b, rtol=1e-4, atol=1e-4)
     assert len(errors) == 1 and "bad.safetensors" in errors[0]

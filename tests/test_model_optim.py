@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -82,7 +83,7 @@ def test_schedule_warmup_then_cosine():
     assert lr_at(55, total, warm, peak, 0.001) == pytest.approx(0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_at(100, total, warm, peak, 0.001) == pytest.approx(0.001)
     lrs = [lr_at(s, total, warm, peak, 0.001) for s in range(10, 100)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def test_lr_scales_with_batch_and_adamw_option():

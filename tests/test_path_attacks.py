@@ -25,9 +25,10 @@ import pytest
 from app_fixtures import KNOBS, demo_pair, offline_app  # noqa: F401
 from leaks import scan
 
-from vicreg.checkpoint import CheckpointError, checkpoint_stem, save_checkpoint
+from vicreg.checkpoint import CheckpointError, save_checkpoint
 from vicreg.config import ModelConfig, TrainConfig
 from vicreg.jobs import TrainingJob
+from vicreg.names import checkpoint_stem
 
 pytestmark = pytest.mark.reliability
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,7 +140,7 @@ def test_cli_refuses_names_that_escape(tmp_path, secret_checkpoint, demo_pair, c
     runs["EVALUATE not a checkpoint"] = ("EVALUATE", "--model_path", w["out"] + "/victim.txt", "--threads", "1")
     real = ("TRAIN dotdot", "RE_TRAIN link, same name", "INFERENCE output link")
     with ThreadPoolExecutor(3) as pool:
-        done = dict(zip(real, pool.map(lambda k: cli(*runs[k], cwd=str(tmp_path)), real)))
+        done = dict(zip(real, pool.map(lambda k: cli(*runs[k], cwd=str(tmp_path)), real), strict=True))
     threads = torch.get_num_threads()
     try:
         for k, argv in runs.items():
@@ -168,7 +169,7 @@ class FakeJob(TrainingJob):
         super().__init__()
         self.started = []
 
-    def start(self, cfg, resume=None, **kw):
+    def start(self, cfg, resume=None, **_kw):
         self.started.append((cfg, resume))
         return True, f"run {len(self.started)} started"
 
@@ -246,7 +247,9 @@ def test_handlers_refuse_paths_and_names(tmp_path, secret_checkpoint, demo_pair,
             except Exception as e:  # a handler must answer, never raise
                 results[f"{endpoint} {what}"] = f"{type(e).__name__}: {e}"
     for what, name in bad_names(w).items():
-        out = h.train.start("quick_demo", name, 1, 64, "lars", 0, 0, 25, 25, 1, 0, 0, 0.5, 1, "cpu", "")
+        out = h.train.start("quick_demo", name=name, epochs=1, batch_size=64, optimizer="lars", lr=0, train_subset=0,
+                            inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=0, knn_test=0, warmup_epochs=0.5,
+                            threads=1, device="cpu", secret="")
         text = getattr(out, "message", out)  # a (message, owner) pair where runs have owners
         results[f"train_start {what}"] = text.startswith("❌ Cannot start: ") and clean(text, w) or text
     for what, (repo, file) in {
@@ -265,8 +268,8 @@ def test_handlers_refuse_paths_and_names(tmp_path, secret_checkpoint, demo_pair,
 
 
 def test_checkpoint_path_refuses_links_out(tmp_path, secret_checkpoint, demo_pair):  # noqa: F811
-    """The trainer's own guard (vicreg.checkpoint.checkpoint_path), for writers that skip the handlers."""
-    from vicreg.checkpoint import checkpoint_path
+    """The trainer's own guard (vicreg.names.checkpoint_path), for writers that skip the handlers."""
+    from vicreg.names import checkpoint_path
 
     w = plant(str(tmp_path), secret_checkpoint, demo_pair[0])
     results = {}
@@ -330,7 +333,7 @@ def test_api_refuses_paths_and_names(offline_app, secret_checkpoint, demo_pair):
     files = {"dotdot": "../../outside/secret.safetensors", "absolute": w["secret"], "nul": "x\x00.safetensors",
              "newline": "x\n.safetensors"}
     for what, file in files.items():
-        text = c.predict(repo_id="user/repo", filename=file, checkpoint=None, api_name="/hub_load")[0]
+        text = c.predict(repo_id="user/repo", filename=file, api_name="/hub_load")[0]
         results[f"/hub_load {what}"] = text.startswith("❌ The file must be a path inside") and clean(text, w) or text
     # the upload box given a server path instead of an upload, and gradio's file route: gradio refuses both
     r = httpx.post(offline_app.url + "gradio_api/call/explore_upload", timeout=30, json={

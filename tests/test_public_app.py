@@ -13,8 +13,9 @@ import time
 
 import pytest
 from app_fixtures import KNOBS, NO_NETWORK, demo_pair, poll  # noqa: F401
-from helpers import ROOT, AppProcess, free_port
 from leaks import scan
+
+from bench.harness import ROOT, AppProcess, free_port
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
@@ -91,7 +92,7 @@ def test_local_default_is_loopback_and_private(tmp_path_factory, demo_pair):  # 
         assert listening(app.port) == {"127.0.0.1"}
         assert "listening on loopback only: a private tool, everything allowed" in app.tail()
         c = Client(app.url, verbose=False, ssl_verify=False)
-        hub = c.predict(repo_id="someone/vicreg-cifar10", filename="", checkpoint=None, secret="", api_name="/hub_load")
+        hub = c.predict(repo_id="someone/vicreg-cifar10", filename="", secret="", api_name="/hub_load")
         assert hub[0] == "❌ the Hugging Face Hub cannot be reached from this server (offline?)"  # allowed, offline
     finally:
         app.stop()
@@ -109,7 +110,7 @@ def test_space_without_secret_refuses_admin_actions(tmp_path_factory, demo_pair)
         assert "VICREG_ADMIN_TOKEN" in big
         resume = c.predict(checkpoint=demo_pair[0], more_epochs=1, threads=1, device="cpu", secret="",
                            api_name="/train_resume")
-        hub = c.predict(repo_id="someone/vicreg-cifar10", filename="", checkpoint=None, secret="", api_name="/hub_load")
+        hub = c.predict(repo_id="someone/vicreg-cifar10", filename="", secret="", api_name="/hub_load")
         data = first(c.predict(secret="", api_name="/download_data"))
         guessed = first(c.predict(secret="guess", api_name="/download_data"))
         for text, action in ((resume, "resume training"), (hub[0], "download checkpoints from the Hub"),
@@ -147,7 +148,7 @@ def test_space_with_secret_accepts_the_admin(tmp_path_factory, demo_pair):  # no
         assert resume.startswith("✅ run 2 started: resuming big"), resume
         c.predict(secret=SECRET, api_name="/train_stop")
         poll(c, lambda i: not i["active"], timeout=180)
-        hub = c.predict(repo_id="someone/vicreg-cifar10", filename="", checkpoint=None, secret=SECRET,
+        hub = c.predict(repo_id="someone/vicreg-cifar10", filename="", secret=SECRET,
                         api_name="/hub_load")[0]
         data = first(c.predict(secret=SECRET, api_name="/download_data"))
         assert hub == "❌ the Hugging Face Hub cannot be reached from this server (offline?)"  # past the gate

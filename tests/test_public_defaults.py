@@ -8,8 +8,8 @@ import sys
 
 import pytest
 from app_fixtures import demo_pair  # noqa: F401
-from helpers import ROOT
 
+from bench.harness import ROOT
 from services import exposure
 from services.access import Access
 from services.settings import Settings

@@ -29,7 +29,7 @@ MINIMAL = ("app.py", "README.md", "requirements.txt", ".gitattributes", ".gitign
 
 
 class NoNetwork:
-    def __init__(self, *a, **k):
+    def __init__(self, *_a, **_k):
         raise AssertionError("the dry run must not create an HfApi client")
 
 
@@ -37,7 +37,7 @@ class RecordingApi:
     """Stands in for huggingface_hub.HfApi: records every call, answers like the Hub would."""
     calls: list[tuple[str, tuple, dict]] = []
 
-    def __init__(self, *a, **k):
+    def __init__(self, *_a, **_k):
         RecordingApi.calls = []
 
     def whoami(self, *a, **k):
@@ -223,7 +223,7 @@ def test_upload_calls_the_hub_with_the_planned_files(tmp_path, monkeypatch, caps
     root = copy_project(tmp_path / "proj")
     plant(root)
     monkeypatch.setattr(pub, "HfApi", RecordingApi)
-    monkeypatch.setattr(pub.getpass, "getpass", lambda prompt="": SECRET)
+    monkeypatch.setattr(pub.getpass, "getpass", lambda _prompt="": SECRET)
     assert pub.main(["alice/studio", "--secret", "--private", "--folder", root]) == 0
     names = [c[0] for c in RecordingApi.calls]
     assert names == ["whoami", "create_repo", "add_space_secret", "upload_folder"]
@@ -243,7 +243,7 @@ def test_upload_calls_the_hub_with_the_planned_files(tmp_path, monkeypatch, caps
 def test_without_secret_no_secret_is_set_and_the_space_is_public(tmp_path, monkeypatch):
     root = copy_project(tmp_path / "proj")
     monkeypatch.setattr(pub, "HfApi", RecordingApi)
-    monkeypatch.setattr(pub.getpass, "getpass", lambda prompt="": pytest.fail("asked for a secret"))
+    monkeypatch.setattr(pub.getpass, "getpass", lambda _prompt="": pytest.fail("asked for a secret"))
     assert pub.main(["alice/studio", "--folder", root]) == 0
     assert [c[0] for c in RecordingApi.calls] == ["whoami", "create_repo", "upload_folder"]
     assert RecordingApi.calls[1][2]["private"] is False
@@ -257,7 +257,7 @@ def test_a_bad_secret_stops_before_anything_is_created(tmp_path, monkeypatch, ca
     root = copy_project(tmp_path / "proj")
     monkeypatch.setattr(pub, "HfApi", RecordingApi)
     typed = iter(answers)
-    monkeypatch.setattr(pub.getpass, "getpass", lambda prompt="": next(typed))
+    monkeypatch.setattr(pub.getpass, "getpass", lambda _prompt="": next(typed))
     assert pub.main(["alice/studio", "--secret", "--folder", root]) == 2
     assert [c[0] for c in RecordingApi.calls] == ["whoami"]
     captured = capsys.readouterr()
@@ -268,7 +268,7 @@ def test_not_logged_in_says_how_to_log_in(tmp_path, monkeypatch, capsys):
     from huggingface_hub.errors import LocalTokenNotFoundError
 
     class LoggedOut(RecordingApi):
-        def whoami(self, *a, **k):
+        def whoami(self, *_a, **_k):
             raise LocalTokenNotFoundError("Token is required")
 
     root = copy_project(tmp_path / "proj")

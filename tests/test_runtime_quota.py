@@ -7,8 +7,8 @@ import sys
 
 import pytest
 from app_fixtures import demo_pair  # noqa: F401
-from helpers import ROOT
 
+from bench.harness import ROOT
 from vicreg import runtime
 from vicreg.runtime import available_cpus, cgroup_cpu_quota
 
@@ -51,7 +51,7 @@ def test_quota_files(tmp_path, files, own, expected):
 def test_affinity_and_missing_cgroup(tmp_path, monkeypatch):
     assert available_cpus({5}, str(tmp_path / "none"), str(tmp_path / "none")) == 1
     assert available_cpus(set(), str(tmp_path / "none"), str(tmp_path / "none")) == 1  # never 0
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 4})  # as taskset -c 0,2,4 would
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 2, 4})  # as taskset -c 0,2,4 would
     monkeypatch.setattr(runtime, "CGROUP_ROOT", str(tmp_path / "none"))
     assert available_cpus() == 3
     assert cgroup_cpu_quota(str(tmp_path / "none"), str(tmp_path / "none")) is None

@@ -54,10 +54,10 @@ def test_planted_checkpoints_are_never_listed_or_opened(planted, tmp_path, demo_
 def test_hostile_hub_downloads_are_refused(planted, monkeypatch):
     h, studio, folder, made, files, marker = planted
     before = sorted(os.listdir(folder))
-    monkeypatch.setattr(services.hub, "check_online", lambda *a, **k: None)
+    monkeypatch.setattr(services.hub, "check_online", lambda *_a, **_k: None)
     refused = []
     for f in files:
-        monkeypatch.setattr(services.hub, "hf_hub_download", lambda repo, name, f=f: str(made / f))
+        monkeypatch.setattr(services.hub, "hf_hub_download", lambda _repo, _name, f=f: str(made / f))
         text = h.header.hub("someone/vicreg-cifar10", "model.safetensors", None)[0]
         assert text == "❌ someone/vicreg-cifar10/model.safetensors is not a VICReg Studio checkpoint", (f, text)
         assert scan(text) == []

@@ -46,7 +46,7 @@ def loss_figure(steps) -> go.Figure:
               "covariance (off-diagonal, unweighted)")
     fig = make_subplots(rows=2, cols=2, subplot_titles=titles, vertical_spacing=0.16, horizontal_spacing=0.08)
     colours = ("#222", "#1f77b4", "#2ca02c", "#d62728")
-    for (r, c), y, col in zip([(1, 1), (1, 2), (2, 1), (2, 2)], (tot, inv, var, cov), colours):
+    for (r, c), y, col in zip([(1, 1), (1, 2), (2, 1), (2, 2)], (tot, inv, var, cov), colours, strict=True):
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=col, width=1.6), name="loss"), r, c)
     fig.update_xaxes(title_text="step", row=2)
     return _layout(fig, 430)
@@ -90,7 +90,7 @@ def knn_figure(epochs) -> go.Figure:
 
 def per_class_figure(classes: list[str], results: dict[str, dict]) -> go.Figure:
     fig = go.Figure()
-    for (name, res), col in zip(results.items(), ("#1f77b4", "#bbb")):
+    for (name, res), col in zip(results.items(), ("#1f77b4", "#bbb"), strict=False):  # the baseline may be absent
         fig.add_trace(go.Bar(x=classes, y=[100 * v for v in res["per_class"]], name=name, marker_color=col))
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text="linear-probe accuracy %", range=[0, 100])
@@ -162,7 +162,7 @@ def map_background(coords: np.ndarray, labels: np.ndarray, classes: list[str],
 
     im = Image.new("RGB", (size, size + legend_h), "white")
     d = ImageDraw.Draw(im)
-    for (x, y), lab in zip(coords, labels):
+    for (x, y), lab in zip(coords, labels, strict=True):
         px, py = to_px((x, y))
         d.rectangle([px - 1, py - 1, px + 1, py + 1], fill=_rgb(PALETTE[int(lab) % 10]))
     font = ImageFont.load_default()

@@ -16,11 +16,11 @@ log = logging.getLogger("vicreg.app")
 PRESET_LABELS = {"quick_demo": "Quick CPU demo", "cpu30": "30-minute CPU recipe",
                  "cpu90": "Default model recipe (about 90 min on a 2-core CPU)", "full": "Full CIFAR-10 recipe"}
 CUSTOM = "custom"
-QUICK = "quick_demo"
-# The Train tab's knobs, as TrainConfig field names (dotted for nested ones).
+# The Train tab's knobs, as TrainConfig field names (dotted for nested ones). The tab, its Start handler and the
+# /train_start API name each by its last part (`var_coeff`): `knob_dict` maps them back.
 KNOBS = ("name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "loss.inv_coeff", "loss.var_coeff",
          "loss.cov_coeff", "knn_train", "knn_test", "warmup_epochs")
-INTS = {"epochs", "batch_size", "train_subset", "knn_train", "knn_test"}
+
 
 NO_CHECKPOINT = (
     "**No trained checkpoint yet.** A random network's features would make this page meaningless. "
@@ -47,32 +47,22 @@ def base_config(preset: str | None) -> TrainConfig:
     return TrainConfig.from_preset(preset) if preset in PRESETS else TrainConfig()
 
 
+def knob_arg(dotted: str) -> str:
+    """A knob's argument name: its field name without the dots ("loss.var_coeff" -> "var_coeff")."""
+    return dotted.rpartition(".")[2]
+
+
 def knob_values(cfg: TrainConfig) -> dict:
-    """The knobs' values for a config (0 stands for "unset" in lr and train_subset)."""
-    out = {}
-    for key in KNOBS:
-        obj, *rest = key.split(".")
-        value = getattr(getattr(cfg, obj), rest[0]) if rest else getattr(cfg, obj)
-        out[key] = 0 if value is None and key in ("lr", "train_subset") else value
-    return out
+    """The knobs' values for a config, by dotted name, as the form shows them (0 for an unset lr)."""
+    return cfg.shown(KNOBS)
 
 
-def knob_overrides(values: dict) -> dict:
-    """Knob values -> TrainConfig.updated() overrides (nested loss weights as a dict)."""
-    out: dict = {}
-    for key, value in values.items():
-        if key in INTS:
-            value = int(value)
-        elif key not in ("name", "optimizer"):
-            value = float(value)
-        if key in ("lr", "train_subset") and not value:
-            value = None
-        obj, *rest = key.split(".")
-        if rest:
-            out.setdefault(obj, {})[rest[0]] = value
-        else:
-            out[key] = value
-    return out
+def knob_dict(by_arg: dict) -> dict:
+    """Knob values by argument name -> by dotted name (TrainConfig.with_values takes them)."""
+    names = {knob_arg(k): k for k in KNOBS}
+    if unknown := sorted(set(by_arg) - set(names)):
+        raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+    return {names[arg]: value for arg, value in by_arg.items()}
 
 
 def msg(text: str, kind: str = "info") -> str:

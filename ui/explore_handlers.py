@@ -1,90 +1,61 @@
 """Explore tab handlers: one image through the model (views with their parameters, embedding,
 neighbours among the test images, kNN class guess, position on the map). Each visitor's image lives
-in their own gr.State."""
+in their own gr.State.
+
+The page's handlers are generators: the views come at once, the embedding next, then the neighbours
+and guess from the best feature bank there is (services/maps.py), and the answer follows the
+background work until the full test set's bank and map are there. `upload` and `test_image` run the
+same to the end and return the last answer: the API's endpoints, one complete answer per call."""
 from __future__ import annotations
 
 import os
 import secrets
-import threading
 import time
-from typing import Any, NamedTuple
+from collections import deque
+from typing import Iterator
 
 import gradio as gr
 import numpy as np
 
+from services.banks import BANK, MAP
 from services.images import BadImage
+from services.lru import Lru
+from services.maps import Bank
 from services.neighbours import project
 from services.studio import Studio
-from vicreg.checkpoint import CheckpointError
 from vicreg.data import DataError
+from vicreg.names import CheckpointError
 
 from . import charts
-from .common import DATA_HELP, QUICK, UNLISTED, esc, failure, msg
+from .common import DATA_HELP, UNLISTED, esc, failure, msg
+from .explore_reply import (
+    MAP_K,
+    Answer,
+    ExploreOut,
+    RedrawOut,
+    Reply,
+    background_line,
+    bank_title,
+    describe,
+    hwc,
+    neighbours_html,
+)
 from .pictures import Pictures, Thumbnails
 
 N_NEIGHBOURS = 8
 VOTE_K = 20
-MAP_K = 10
+WAIT_SECONDS = 900  # how long one answer follows the background work; the page's status line goes on after
 
 
-class ExploreOut(NamedTuple):
-    status: Any
-    original: Any
-    view1: Any
-    params1: Any
-    view2: Any
-    params2: Any
-    embedding: Any
-    guess: Any
-    map_image: Any
-    neighbours: Any
-    info: Any
-    desc1: Any
-    desc2: Any
-    state: Any
-    no_checkpoint: Any
-
-    @classmethod
-    def only(cls, **values) -> "ExploreOut":
-        """Some outputs set, the others left as they are."""
-        return cls(**{f: values.get(f, gr.skip()) for f in cls._fields})
+def _last(replies: Iterator):
+    return deque(replies, maxlen=1).pop()
 
 
-class RedrawOut(NamedTuple):
-    status: Any
-    view1: Any
-    params1: Any
-    view2: Any
-    params2: Any
-    desc1: Any
-    desc2: Any
-    state: Any
-
-
-def describe(p: dict) -> str:
-    """AugParams.describe() as a few readable lines."""
-    x, y, w, h = p["crop_xywh"]
-    lines = [f"- crop at ({x:.2f}, {y:.2f}), {w:.2f}×{h:.2f} of the image ({100 * p['crop_area']:.0f}% area)",
-             f"- horizontal flip: {'yes' if p['flip'] else 'no'}"]
-    if p["jitter_order"]:
-        ops = ", ".join(f"{op} {p[op]:+.3f}" if op == "hue" else f"{op} ×{p[op]:.2f}" for op in p["jitter_order"])
-        lines.append(f"- colour jitter, in order: {ops}")
-    else:
-        lines.append("- colour jitter: no")
-    lines.append(f"- grayscale: {'yes' if p['grayscale'] else 'no'} · solarize: {'yes' if p['solarize'] else 'no'}")
-    return "\n".join(lines)
-
-
-def hwc(chw: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(chw.transpose(1, 2, 0))
-
-
-def neighbours_html(cells: list[tuple[str, str]]) -> str:
-    """The nearest test images as one HTML block of inline thumbnails with their captions."""
-    figs = "".join(f"<figure><img src='{uri}' alt='{esc(cap)}'><figcaption>{esc(cap)}</figcaption></figure>"
-                   for uri, cap in cells)
-    return ("<div class='vr-nbrs-title'>Nearest test images (class · cosine similarity · test #)</div>"
-            f"<div class='vr-nbrs'>{figs}</div>")
+def _better(bank: Bank, shown: Bank | None) -> bool:
+    """The full test set's bank beats the sample's; the same bank with its map beats it without."""
+    if shown is None or (shown.stand_in and not bank.stand_in):
+        return True
+    return bank.where == shown.where and shown.coords is None and bank.coords is not None
 
 
 class ExploreHandlers:
@@ -92,119 +63,163 @@ class ExploreHandlers:
         self.studio, self.per_class = studio, per_class
         self.pictures = pictures or Pictures()  # image outputs as write-once files (see ui/pictures.py)
         self.thumbnails = Thumbnails()
-        self._lock = threading.Lock()
-        self._backgrounds: dict[str, tuple] = {}  # index key -> (map picture, coords -> pixels)
-        self._examples: dict[str, list[int]] = {}  # data source -> test indices
+        self._backgrounds: Lru[tuple] = Lru(4)  # bank -> (map picture, coords -> pixels)
+        self._examples: Lru[list[int]] = Lru(4)  # data source -> test indices
+
+    def select(self, checkpoint) -> None:
+        """The checkpoint chosen on the page: its banks and map are built in the background."""
+        path = self.studio.catalog.valid(checkpoint)
+        if path:
+            self.studio.maps.select(path)
+
+    def follow(self, checkpoint) -> tuple:
+        """A checkpoint chosen on the page: start its background work, and show the line on it."""
+        self.select(checkpoint)
+        return self.background(checkpoint)
+
+    def background(self, checkpoint) -> tuple:
+        """(the line on the background work for this checkpoint, the timer that refreshes it while it runs)."""
+        path = self.studio.catalog.valid(checkpoint)
+        if not path:
+            return "", gr.Timer(active=False)
+        maps = self.studio.maps
+        text, busy = background_line(maps.stand_in(path) is not None, maps.stage(BANK, path), maps.stage(MAP, path))
+        return text, gr.Timer(active=busy)
 
     def example_indices(self) -> list[int]:
         """The first `per_class` test images of every class."""
-        key = self.studio.data.path()
-        with self._lock:
-            if key not in self._examples:
-                labels = self.studio.data.dataset().test.labels.numpy()
-                self._examples[key] = [int(i) for c in range(int(labels.max()) + 1)
-                                       for i in np.nonzero(labels == c)[0][: self.per_class]]
-            return list(self._examples[key])
+        def make() -> list[int]:
+            labels = self.studio.data.dataset().test.labels.numpy()
+            return [int(i) for c in range(int(labels.max()) + 1) for i in np.nonzero(labels == c)[0][: self.per_class]]
 
-    def _background(self, index, coords):
-        with self._lock:
-            if index.key not in self._backgrounds:
-                self._backgrounds[index.key] = charts.map_background(coords, index.labels, index.classes)
-            return self._backgrounds[index.key]
+        return list(self._examples.get(self.studio.data.path(), make))
 
-    def _neighbours(self, path, vec, test_index, lines, info, st, progress):
-        index = self.studio.maps.index(path, lambda f, d: progress(f, desc=d))
-        q = index.query(vec, N_NEIGHBOURS, VOTE_K, exclude_test_index=test_index)
-        test, source = self.studio.data.dataset().test, self.studio.data.path()
-        gallery = neighbours_html([(self.thumbnails.get(source, n.index, lambda i=n.index: hwc(test.images[i].numpy())),
-                                    f"{n.cls} · {n.similarity:.3f} · #{n.index}") for n in q.neighbours])
-        pred = max(q.guess, key=q.guess.get)
-        info.update(neighbours=[{"index": n.index, "class": n.cls, "similarity": round(n.similarity, 4)}
-                                for n in q.neighbours], guess=q.guess, prediction=pred)
-        coords, map_pic = self.studio.maps.cached_umap(path), None
-        if coords is not None:
-            xy = project(q.sims[:MAP_K], coords[q.rows[:MAP_K]])
-            st["xy"] = info["map_xy"] = [float(xy[0]), float(xy[1])]
-            st["label"] = f"your image ({pred}?)" if test_index is None else f"test #{test_index}"
-            bg, to_px = self._background(index, coords)
-            map_pic = self.pictures(charts.map_with_marker(bg, to_px, xy))
-            lines.append(f"Map position ({xy[0]:.2f}, {xy[1]:.2f}): similarity-weighted mean of the {MAP_K} "
-                         "nearest test images' positions.")
-        else:
-            lines.append(msg("The UMAP for this checkpoint is not computed yet: press **Compute / show map** in the "
-                             "UMAP tab (about 20 s, once per checkpoint), then come back.", "info"))
-        if test_index is not None:
-            true = index.classes[int(test.labels[test_index])]
-            lines.append(f"Neighbours exclude the image itself (leave-one-out); its true class is **{true}**.")
-        return q.guess, map_pic, gallery
+    def _answer(self, bank: Bank, vec: np.ndarray, exclude: int | None) -> Answer:
+        q = bank.index.query(vec, N_NEIGHBOURS, VOTE_K, exclude_test_index=exclude)
+        cells = [(self.thumbnails.get(bank.where.data, n.index, lambda i=n.index: hwc(bank.images[i].numpy())),
+                  f"{n.cls} · {n.similarity:.3f} · #{n.index}") for n in q.neighbours]
+        near = [{"index": n.index, "class": n.cls, "similarity": round(n.similarity, 4)} for n in q.neighbours]
+        a = Answer(bank, near, q.guess, neighbours_html(cells, bank_title(bank)))
+        if bank.coords is not None:
+            xy = project(q.sims[:MAP_K], bank.coords[q.rows[:MAP_K]])
+            bg, to_px = self._backgrounds.get(bank.index.key, lambda: charts.map_background(
+                bank.coords, bank.index.labels, bank.index.classes))
+            a.xy, a.map_picture = [float(xy[0]), float(xy[1])], self.pictures(charts.map_with_marker(bg, to_px, xy))
+        return a
 
-    def analyse(self, pixels, source, notes, test_index, path, progress) -> ExploreOut:
-        t0 = time.perf_counter()
-        seed = secrets.randbelow(2**31)
+    @staticmethod
+    def _exclude(bank: Bank, test_index: int | None, pixels: np.ndarray) -> int | None:
+        """Leave-one-out: a test image's own row. In the sample standing in for the dataset it is found
+        by its pixels (the two number their test images differently)."""
+        if test_index is None or not bank.stand_in:
+            return test_index
+        flat = bank.images.reshape(len(bank.images), -1).numpy()
+        same = np.flatnonzero((flat == pixels.reshape(1, -1)).all(1))
+        return int(bank.index.indices[same[0]]) if same.size else None
+
+    def _follow(self, r: Reply, path: str, vec: np.ndarray) -> Iterator[ExploreOut]:
+        """The best answer there is, then better ones as the background work makes them possible."""
+        maps, shown, last = self.studio.maps, None, None
+        pixels, test_index = r.state["pixels"], r.state["test_index"]
+        if (now := maps.best(path)) is None or now.stand_in:
+            maps.need_bank(path)  # an API caller's checkpoint too; a page's is already on its way
+        deadline = time.perf_counter() + WAIT_SECONDS
+        while True:
+            bank_stage, map_stage = maps.stage(BANK, path), maps.stage(MAP, path)  # before: a stage done is in `best`
+            bank = maps.best(path)
+            if bank is not None and _better(bank, shown):
+                r.set_answer(self._answer(bank, vec, self._exclude(bank, test_index, pixels)), test_index)
+                shown = bank
+            r.follow(bank_stage, map_stage)
+            out = r.out()
+            if (out.status, out.neighbours, out.map_image) != last:  # a new answer, or progress to tell
+                last = (out.status, out.neighbours, out.map_image)
+                yield out
+            pending = [s for s in (bank_stage, map_stage) if s is not None and not s.done]
+            if not pending or time.perf_counter() > deadline:
+                return
+            maps.builder.wait(pending[0], 1.0)
+
+    def analyse(self, pixels, source, notes, test_index, path) -> Iterator[ExploreOut]:
+        t0, seed = time.perf_counter(), secrets.randbelow(2**31)
         views, params = self.studio.models.views(pixels, path, seed)
         st = {"pixels": pixels, "source": source, "test_index": test_index, "seed": seed, "xy": None,
               "label": source, "checkpoint": path}
         info = {"source": source, "notes": notes, "views": params, "seed": seed, "neighbours": [], "guess": None,
                 "prediction": None, "map_xy": None, "checkpoint": path}
-        head, lines = "\n".join([f"**{esc(source)}**"] + [f"- {esc(n)}" for n in notes]), []
+        head = "\n".join([f"**{esc(source)}**"] + [f"- {esc(n)}" for n in notes])
         big = [self.pictures(charts.upscale(a, 5)) for a in (hwc(pixels), views[0], views[1])]
-        emb = guess = map_pic = gallery = None
-        if path:
-            vec = self.studio.models.embed(path, pixels)
-            info.update(embedding=[float(v) for v in vec], embedding_norm=float(np.linalg.norm(vec)),
-                        embedding_dim=int(vec.size))
-            guess, map_pic, gallery = self._neighbours(path, vec, test_index, lines, info, st, progress)
-            emb = self.pictures(charts.embedding_strip(vec))
-        else:
-            lines.append(msg("No trained checkpoint: showing the augmentations only.", "warn"))
-        info["seconds"] = round(time.perf_counter() - t0, 4)
-        return ExploreOut("\n\n".join([head, *lines]), big[0], big[1], params[0], big[2], params[1], emb, guess,
-                          map_pic, gallery, info, describe(params[0]), describe(params[1]), st,
-                          gr.update(visible=not path))
+        r = Reply(head, big, params, st, info, bool(path), started=t0)
+        if not path:
+            r.lines["note"] = msg("No trained checkpoint: showing the augmentations only.", "warn")
+            yield r.out()
+            return
+        r.lines["embedding"] = "⏳ Embedding: computing…"
+        yield r.out()  # the views, before anything that needs the model or the test images
+        vec = self.studio.models.embed(path, pixels)
+        info.update(embedding=[float(v) for v in vec], embedding_norm=float(np.linalg.norm(vec)),
+                    embedding_dim=int(vec.size))
+        r.embedding, r.lines["embedding"] = self.pictures(charts.embedding_strip(vec)), ""
+        if test_index is not None:
+            data = self.studio.data.dataset()
+            true = data.classes[int(data.test.labels[test_index])]
+            r.lines["note"] = f"Neighbours exclude the image itself (leave-one-out); its true class is **{true}**."
+        yield from self._follow(r, path, vec)
 
-    def _safe(self, fn) -> ExploreOut:
+    def _safely(self, replies) -> Iterator[ExploreOut]:
         try:
-            return fn()
+            yield from replies()
         except BadImage as e:
             gr.Warning(str(e))
-            return ExploreOut.only(status=msg(f"This image cannot be used: {esc(e)}", "error"))
+            yield ExploreOut.only(status=msg(f"This image cannot be used: {esc(e)}", "error"))
         except CheckpointError as e:
-            return ExploreOut.only(status=failure("This checkpoint cannot be used", e, "Pick another one."))
+            yield ExploreOut.only(status=failure("This checkpoint cannot be used", e, "Pick another one."))
         except DataError as e:
-            return ExploreOut.only(status=failure("The test images could not be loaded", e, DATA_HELP))
+            yield ExploreOut.only(status=failure("The test images could not be loaded", e, DATA_HELP))
         except (RuntimeError, OSError, ValueError) as e:
-            return ExploreOut.only(status=failure("This image could not be analysed", e, "Please try again."))
+            yield ExploreOut.only(status=failure("This image could not be analysed", e, "Please try again."))
 
-    def _upload(self, file, checkpoint, progress) -> ExploreOut:
+    def _upload(self, file, checkpoint) -> Iterator[ExploreOut]:
         if not file:
-            return ExploreOut.only(status=msg("Choose an image file to upload.", "info"))
+            yield ExploreOut.only(status=msg("Choose an image file to upload.", "info"))
+            return
         path = self.studio.catalog.valid(checkpoint)
         if checkpoint and not path:
-            return ExploreOut.only(status=msg(UNLISTED, "warn"))
+            yield ExploreOut.only(status=msg(UNLISTED, "warn"))
+            return
         d = self.studio.decode(file)
         fmt = f", {d.format}" if d.format else ""
         src = f"uploaded {os.path.basename(file)} ({d.size[0]}×{d.size[1]} {d.mode}{fmt})"
-        return self.analyse(d.pixels, src, d.notes, None, path, progress)
+        yield from self.analyse(d.pixels, src, d.notes, None, path)
 
-    def _test(self, i, checkpoint, progress) -> ExploreOut:
+    def _test(self, i, checkpoint) -> Iterator[ExploreOut]:
         data = self.studio.data.dataset()
         if i is None or not 0 <= int(i) < len(data.test):
-            return ExploreOut.only(status=msg(f"Test image numbers run from 0 to {len(data.test) - 1}.", "warn"))
+            yield ExploreOut.only(status=msg(f"Test image numbers run from 0 to {len(data.test) - 1}.", "warn"))
+            return
         i, path = int(i), self.studio.catalog.valid(checkpoint)
         if checkpoint and not path:
-            return ExploreOut.only(status=msg(UNLISTED, "warn"))
+            yield ExploreOut.only(status=msg(UNLISTED, "warn"))
+            return
         src = f"test image #{i} ({data.classes[int(data.test.labels[i])]})"
-        return self.analyse(data.test.images[i].numpy(), src, [], i, path, progress)
+        yield from self.analyse(data.test.images[i].numpy(), src, [], i, path)
 
-    def upload(self, image, checkpoint, progress=gr.Progress()) -> ExploreOut:
-        return self._safe(lambda: self._upload(image, checkpoint, progress))
+    def upload_stream(self, image, checkpoint) -> Iterator[ExploreOut]:
+        yield from self._safely(lambda: self._upload(image, checkpoint))
 
-    def test_image(self, index, checkpoint, progress=gr.Progress()) -> ExploreOut:
-        return self._safe(lambda: self._test(index, checkpoint, progress))
+    def test_stream(self, index, checkpoint) -> Iterator[ExploreOut]:
+        yield from self._safely(lambda: self._test(index, checkpoint))
 
-    def pick(self, checkpoint, evt: gr.SelectData, progress=gr.Progress()) -> tuple:
+    def upload(self, image, checkpoint) -> ExploreOut:
+        return _last(self.upload_stream(image, checkpoint))
+
+    def test_image(self, index, checkpoint) -> ExploreOut:
+        return _last(self.test_stream(index, checkpoint))
+
+    def pick(self, checkpoint, evt: gr.SelectData) -> Iterator[tuple]:
         i = self.example_indices()[evt.index]
-        return (i, *self._safe(lambda: self._test(i, checkpoint, progress)))
+        for out in self.test_stream(i, checkpoint):
+            yield (i, *out)
 
     def redraw(self, st, checkpoint) -> RedrawOut:
         if not st:
@@ -224,8 +239,3 @@ class ExploreHandlers:
             return [], failure("The example images could not be loaded", e, DATA_HELP)
         return [(self.pictures(charts.upscale(hwc(data.test.images[i].numpy()), 2)),
                  f"#{i} {data.classes[int(data.test.labels[i])]}") for i in idx], gr.skip()
-
-    @staticmethod
-    def quick() -> tuple:
-        """Open the Train tab on the Quick CPU demo preset."""
-        return gr.Tabs(selected="train"), QUICK

@@ -1,30 +1,16 @@
-"""The page header: the checkpoint picker shared by all tabs, a Hub download, and the data in use
-(with a Download CIFAR-10 action when only the embedded sample is here)."""
+"""The page header's layout: the checkpoint picker shared by all tabs, the admin secret, a Hub download, and
+the data in use (with a Download CIFAR-10 action when only the embedded sample is here). Its rows stack into
+one column on a phone (the `vr-stack` class, ui/layout.py's CSS). Handlers: ui/header_handlers.py."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
 import gradio as gr
 
-from services.hub import HubError, download_from_hub
-from services.studio import Studio
-from vicreg.checkpoint import CheckpointError, checkpoint_stem
-from vicreg.data import DataError
-
-from .common import DATA_HELP, esc, failure, msg, scrub
+from .header_handlers import HeaderHandlers
 
 DOWNLOAD_LABEL = "Download CIFAR-10 (170 MB)"
-# A file inside a Hub repo: relative, '/'-separated parts that do not start with a dot (so no '..'),
-# no backslash or control character, ending in .safetensors. The download lands under a name of our own
-# in the checkpoint folder either way; this keeps odd paths away from the Hub client and its cache.
-HUB_FILE = re.compile(r"(?:[\w-][\w.-]{0,99}/){0,8}[\w-][\w.-]{0,99}\.safetensors")
-
-
-class DataOut(NamedTuple):
-    status: Any
-    download: Any
+STACK = ["vr-stack"]  # a row that becomes one column on a narrow screen
 
 
 @dataclass
@@ -36,73 +22,25 @@ class Header:
     changed: list  # events after which the selected checkpoint may have changed (refresh, Hub download)
 
 
-class HeaderHandlers:
-    def __init__(self, studio: Studio):
-        self.studio = studio
-
-    def refresh(self, checkpoint) -> dict:
-        """The checkpoint list (default model first), keeping the current choice while it is listed."""
-        choices = self.studio.catalog.choices()
-        return gr.update(choices=choices, value=self.studio.catalog.preferred(checkpoint, choices))
-
-    def hub(self, repo_id, filename, checkpoint, secret=None) -> tuple:
-        if err := self.studio.access.admin_only(secret, "download checkpoints from the Hub"):
-            return msg(esc(err), "error"), gr.skip()
-        filename = str(filename or "").strip()
-        if filename and not HUB_FILE.fullmatch(filename):
-            return msg("The file must be a path inside the Hub repo ending in .safetensors, such as "
-                       "<code>model.safetensors</code>, or empty for the repo's checkpoint.", "error"), gr.skip()
-        try:
-            path = download_from_hub(str(repo_id or ""), self.studio.checkpoint_dir, filename or None)
-        except HubError as e:
-            return msg(esc(scrub(e)), "error"), gr.skip()
-        except (CheckpointError, OSError) as e:
-            return failure("The downloaded checkpoint could not be saved", e, "The details are in the server log."), \
-                gr.skip()
-        return msg(f"Downloaded <code>{esc(checkpoint_stem(path))}</code> and selected it.", "ok"), self.refresh(path)
-
-    def data_status(self) -> DataOut:
-        data = self.studio.data
-        if data.full_available():
-            return DataOut(msg("Data: the full CIFAR-10 dataset.", "info"), gr.update(visible=False))
-        if not data.using_sample():
-            return DataOut(msg("No CIFAR-10 data and no embedded sample on this server. " + DATA_HELP, "warn"),
-                           gr.update(visible=not data.root.endswith(".npz")))
-        return DataOut(msg("Data: the embedded sample of 2,000 training and 2,000 test CIFAR-10 images (the full "
-                           "dataset is not here). Neighbours, the map and the Quick demo use it. " + DATA_HELP, "info"),
-                       gr.update(visible=not data.root.endswith(".npz")))
-
-    def download(self, secret=None, progress=gr.Progress()) -> DataOut:
-        if err := self.studio.access.admin_only(secret, "download CIFAR-10"):
-            return DataOut(msg(esc(err), "error"), gr.skip())
-        try:
-            self.studio.data.download(lambda f, d: progress(f, desc=d))
-        except DataError as e:
-            text = failure("CIFAR-10 could not be downloaded", e, "Is this server online? " + DATA_HELP)
-            return DataOut(text, gr.skip())
-        return DataOut(msg("CIFAR-10 downloaded: Evaluate, Explore and the map now use the full dataset.", "ok"),
-                       gr.update(visible=False))
-
-
 def build(h: HeaderHandlers) -> Header:
     choices = h.studio.catalog.choices()
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_classes=STACK, elem_id="header-checkpoint"):
         ckpt = gr.Dropdown(choices, value=h.studio.catalog.preferred(None, choices), allow_custom_value=True, scale=4,
                            label="Checkpoint (Evaluate / Explore / UMAP)", elem_id="checkpoint")
-        refresh = gr.Button("↻ Refresh list", scale=0, min_width=120)
+        refresh = gr.Button("↻ Refresh list", scale=0, min_width=120, elem_id="checkpoint-refresh")
         secret = gr.Textbox(label="Admin secret", type="password", visible=h.studio.access.secret_set, scale=1,
                             elem_id="admin-secret")
     with gr.Accordion("Load a checkpoint from the Hugging Face Hub", open=False):
-        with gr.Row():
+        with gr.Row(elem_classes=STACK):
             repo = gr.Textbox(label="Model repo id", placeholder="user/vicreg-cifar10", scale=3)
             hub_file = gr.Textbox(label="File (optional; default: the repo's .safetensors)", scale=2)
             hub_btn = gr.Button("Download", scale=0, min_width=120)
         hub_msg = gr.Markdown()
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_classes=STACK, elem_id="header-data"):
         data_status = gr.Markdown(elem_id="data-status")
         download = gr.Button(DOWNLOAD_LABEL, visible=False, scale=0, min_width=220, elem_id="data-download")
     refreshed = refresh.click(h.refresh, ckpt, ckpt, api_name="checkpoints")
-    loaded = hub_btn.click(h.hub, [repo, hub_file, ckpt, secret], [hub_msg, ckpt], api_name="hub_load")
+    loaded = hub_btn.click(h.hub, [repo, hub_file, secret], [hub_msg, ckpt], api_name="hub_load")
     download.click(h.download, secret, [data_status, download], api_name="download_data", concurrency_id="heavy",
                    concurrency_limit=1)
     return Header(ckpt, data_status, download, secret, [refreshed, loaded])

@@ -9,22 +9,20 @@ import gradio as gr
 
 from services.studio import Studio
 from services.visitors import visitor_name
-from vicreg.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    checkpoint_path,
-    checkpoint_stem,
-    read_meta,
-    resume_config,
-    safe_name,
-)
-from vicreg.checkpoint import more_epochs as epochs_after
+from vicreg.checkpoint import CheckpointError, load_checkpoint
 from vicreg.config import PRESETS, TrainConfig
-from vicreg.jobs import JobSnapshot, TrainingJob
+from vicreg.jobs import TrainingJob
+from vicreg.launch import check_processes, max_processes
+from vicreg.names import checkpoint_path, checkpoint_stem, safe_name
+from vicreg.resume import more_epochs as epochs_after
+from vicreg.resume import resume_config
+from vicreg.runtime import resolve_device
 
 from . import charts
-from .common import KNOBS, UNLISTED, base_config, esc, fmt_seconds, knob_overrides, knob_values, msg, scrub
+from .common import KNOBS, UNLISTED, base_config, esc, knob_dict, knob_values, msg, scrub
+from .train_status import progress_html, status_dict
 
+__all__ = ["PollOut", "StartOut", "TrainHandlers", "preset_knobs", "progress_html"]  # progress_html: ui/train_status
 SAMPLE_NOTE = " on the embedded 2,000-image CIFAR-10 sample (the full dataset is not available here)"
 
 
@@ -43,57 +41,6 @@ class PollOut(NamedTuple):
     seen: Any
     checkpoint: Any
     resume_from: Any
-
-
-def progress_html(snap: JobSnapshot) -> str:
-    if snap.run_id == 0:
-        return "<div id='train-progress' class='vr-status'>No training run yet in this server process.</div>"
-    st, last, start = snap.status, snap.last, snap.start
-    total = start.total_steps if start else 0
-    step = last.step if last else (start.start_step if start else 0)
-    parts = [f"run {snap.run_id} <b>{esc(st)}</b>"]
-    if start:
-        parts.append(f"<b>{esc(start.run)}</b> on {esc(start.runtime)}")
-        parts.append(f"epoch {min((last.epoch + 1) if last else start.start_epoch + 1, start.epochs)}/{start.epochs}")
-        parts.append(f"step {step}/{total}")
-    elif st == "loading":
-        parts.append("loading the training images…")
-    if last:
-        parts += [f"{last.pairs_per_s:.0f} pairs/s", f"loss {last.loss:.3f}"]
-        if snap.active:
-            parts.append(f"ETA {fmt_seconds(snap.eta_seconds())}")
-    end = ""
-    if snap.end:
-        kind = {"finished": "ok", "stopped": "info", "failed": "error"}[snap.end.status]
-        saved = f" — checkpoint <code>{esc(checkpoint_stem(snap.end.checkpoint))}</code>" if snap.end.checkpoint else ""
-        end = f"<div class='vr-end'>{msg(esc(scrub(snap.end.reason)), kind)}{saved}</div>"
-    width = f"{100 * step / max(total, 1):.1f}%"
-    bar = f"<div class='vr-bar'><div class='vr-fill {esc(st)}' style='width:{width}'></div></div>"
-    notes = "".join(f"<div>{msg(esc(scrub(n)), 'info')}</div>" for n in getattr(start, "notes", None) or [])
-    warning = latest_warning(snap)
-    notes += f"<div id='train-warning'>{msg(esc(warning), 'warn')}</div>" if warning else ""
-    return f"<div id='train-progress' class='vr-status'>{bar}<div>{' · '.join(parts)}</div>{notes}{end}</div>"
-
-
-def latest_warning(snap: JobSnapshot) -> str | None:
-    """The run's most recent warning (a collapse), newest steps first: warnings are rare."""
-    return next((s.warning for s in reversed(snap.steps) if s.warning), None)
-
-
-def status_dict(snap: JobSnapshot) -> dict:
-    last, start, end = snap.last, snap.start, snap.end
-    return {
-        "run_id": snap.run_id, "status": snap.status, "active": snap.active,
-        "run": start.run if start else None, "runtime": start.runtime if start else None,
-        "total_steps": start.total_steps if start else None, "start_step": start.start_step if start else None,
-        "resumed_from": checkpoint_stem(start.resumed_from) if start and start.resumed_from else None,
-        "n_train": start.n_train if start else None, "step": last.step if last else 0,
-        "epoch": (last.epoch + 1) if last else None, "n_steps_logged": len(snap.steps),
-        "loss": last.loss if last else None, "emb_std": last.emb_std if last else None,
-        "eff_rank": last.eff_rank if last else None, "pairs_per_s": last.pairs_per_s if last else None,
-        "eta_s": snap.eta_seconds(), "knn_top1": [e.knn_top1 for e in snap.epochs], "warning": latest_warning(snap),
-        "end": {"status": end.status, "reason": scrub(end.reason), "checkpoint": end.checkpoint} if end else None,
-    }
 
 
 def preset_knobs(preset: str) -> tuple:
@@ -115,42 +62,62 @@ class TrainHandlers:
     def _threads(self, threads) -> int:
         return int(threads or 0) or self.studio.threads
 
+    def most_processes(self) -> int:
+        """The processes a run may use here: one on ZeroGPU (a call holds one GPU), else vicreg.launch's rule."""
+        return 1 if self.job.chunks is not None else max_processes()
+
+    def _processes(self, processes, device: str) -> int:
+        n, most = int(processes or 1), self.most_processes()
+        if not 1 <= n <= most:
+            raise ValueError(f"processes must be from 1 to {most} on this machine, got {n}")
+        kind = resolve_device(device).type
+        if n > 1 and kind not in ("cpu", "cuda"):
+            raise ValueError(f"a run of several processes trains on CUDA GPUs or on the CPU, not {kind}")
+        return n
+
     def config(self, preset: str, values: dict, device: str, threads) -> TrainConfig:
-        """The preset's recipe with the knobs on top, run on the data this server has."""
+        """The preset's recipe with the knobs on top (`values`: by dotted name), run on the data this server has."""
         name = safe_name(str(values.get("name") or "vicreg_model").strip(), self.studio.checkpoint_dir)
-        values = {**values, "name": name}
-        cfg = base_config(preset).updated({**knob_overrides(values), "device": device, "data": self.studio.data.path(),
-                                           "checkpoint_dir": self.studio.checkpoint_dir,
-                                           "threads": self._threads(threads)})
+        cfg = base_config(preset).with_values({**values, "name": name, "device": device,
+                                               "data": self.studio.data.path(),
+                                               "checkpoint_dir": self.studio.checkpoint_dir,
+                                               "threads": self._threads(threads)})
         default = self.studio.catalog.default()
         if default and os.path.realpath(checkpoint_path(cfg.checkpoint_dir, cfg.name)) == os.path.realpath(default):
             raise CheckpointError(f"'{cfg.name}' is the name of the default demo model; choose another run name")
         return cfg.validate()
 
-    def start(self, preset, name, epochs, batch_size, optimizer, lr, train_subset, inv_coeff, var_coeff, cov_coeff,
-              knn_train, knn_test, warmup_epochs, threads, device, secret, owner=None) -> StartOut:
-        """Start a run. On a public demo (services/access.py) a visitor's run is Quick-demo sized, stops by
-        itself after a while, and only that visitor (this session's `owner` token) or the admin may stop it."""
+    def _run_config(self, preset, knobs: dict, threads, device, processes, admin: bool) -> tuple[TrainConfig, int]:
+        values = knob_dict(knobs)
+        if not admin:  # a visitor's run gets a name of its own, kept only a while (services/visitors.py)
+            values["name"] = visitor_name(values.get("name"))
+        n = self._processes(processes, device)
+        cfg = self.config(preset, values, device, threads if admin else min(self._threads(threads),
+                                                                            self.studio.threads))
+        if n > 1:
+            check_processes(cfg, n)
+        return cfg, n
+
+    def start(self, preset, *, threads=0, device="auto", secret=None, owner=None, processes=1, **knobs) -> StartOut:
+        """Start a run: the preset with the Train tab's knobs on top, each by its name (`KNOBS` without the
+        dots: name, epochs, ..., var_coeff, ...), on `processes` processes (torchrun when more than one).
+        On a public demo (services/access.py) a visitor's run is Quick-demo sized, stops by itself after a
+        while, and only that visitor (this session's `owner` token) or the admin may stop it."""
         access = self.studio.access
         if err := access.wrong_secret(secret):
             return StartOut(msg(err, "error"), owner)
-        values = dict(zip(KNOBS, (name, epochs, batch_size, optimizer, lr, train_subset, inv_coeff, var_coeff,
-                                  cov_coeff, knn_train, knn_test, warmup_epochs)))
         admin = access.is_admin(secret)
-        if not admin:  # a visitor's run gets a name of its own, kept only a while (services/visitors.py)
-            values["name"] = visitor_name(values["name"])
         try:
-            cfg = self.config(preset, values, device, threads if admin else min(self._threads(threads),
-                                                                                self.studio.threads))
+            cfg, n = self._run_config(preset, knobs, threads, device, processes, admin)
         except (ValueError, TypeError, CheckpointError) as e:
             return StartOut(msg(f"Cannot start: {esc(scrub(e))}", "error"), owner)
-        if not admin and (err := access.visitor_run_error(cfg)):
+        if not admin and (err := access.visitor_run_error(cfg, n)):
             return StartOut(msg(esc(err), "error"), owner)
         token = None if admin else secrets.token_hex(16)
         limit = None if admin else access.visitor_seconds
         if not admin:
             self.studio.visitors.before_run(self.job)
-        ok, text = self.job.start(cfg, owner=token, time_limit=limit)
+        ok, text = self.job.start(cfg, owner=token, time_limit=limit, processes=n)
         if not ok:
             return StartOut(msg(f"Not started: {esc(text)}.", "warn"), owner)
         note = SAMPLE_NOTE if self.studio.data.using_sample() else ""
@@ -159,6 +126,7 @@ class TrainHandlers:
         return StartOut(msg(f"{text}{note}: saving to checkpoint <code>{esc(cfg.name)}</code>", "ok"), token)
 
     def stop(self, secret, owner=None) -> str:
+        """Stop the run after its current step, with a resumable checkpoint (every rank of a torchrun run)."""
         access, snap = self.studio.access, self.job.snapshot()
         if err := access.wrong_secret(secret):
             return msg(err, "error")
@@ -168,7 +136,7 @@ class TrainHandlers:
         ok, text = self.job.stop()
         return msg(text, "ok" if ok else "warn")
 
-    def resume(self, checkpoint, more_epochs, threads, device, secret) -> str:
+    def resume(self, checkpoint, more_epochs, threads, device, secret, processes=1) -> str:
         """Continue a checkpoint: `more_epochs` extra epochs, or 0 to finish its planned run."""
         if err := self._admin(secret, "resume training"):
             return err
@@ -176,15 +144,18 @@ class TrainHandlers:
         if not path:
             return msg(UNLISTED if checkpoint else "Pick a checkpoint to resume from.", "warn")
         try:
-            ckpt = Checkpoint(path, read_meta(path), {})
+            n = self._processes(processes, device)
+            ckpt = load_checkpoint(path)
             total = epochs_after(ckpt, int(more_epochs)) if int(more_epochs or 0) else None
             run = TrainConfig.from_dict(ckpt.meta["config"]).updated(
                 {"name": checkpoint_stem(path), "checkpoint_dir": os.path.dirname(path), "device": device,
                  "data": self.studio.data.path(), "threads": self._threads(threads)})
             cfg = resume_config(ckpt, run, total)
+            if n > 1:
+                check_processes(cfg, n)
         except (CheckpointError, ValueError, TypeError) as e:
             return msg(f"Cannot resume: {esc(scrub(e))}", "warn")
-        ok, text = self.job.start(cfg, resume=path)
+        ok, text = self.job.start(cfg, resume=path, processes=n)
         if not ok:
             return msg(f"Not started: {esc(text)}.", "warn")
         meta = ckpt.meta

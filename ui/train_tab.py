@@ -8,12 +8,13 @@ import torch
 
 from services import gpu
 from vicreg.chunks import ChunkPlan
-from vicreg.config import PRESETS
+from vicreg.config import PRESETS, QUICK
 from vicreg.runtime import make_runtime
 
 from . import charts
-from .common import CUSTOM, KNOBS, QUICK, base_config, knob_values, msg, preset_choices
-from .train_handlers import PollOut, TrainHandlers, preset_knobs, progress_html
+from .common import CUSTOM, KNOBS, base_config, knob_arg, knob_values, msg, preset_choices
+from .train_handlers import PollOut, TrainHandlers, preset_knobs
+from .train_status import progress_html
 
 COLLAPSE_NOTE = (
     "**Watch collapse:** set the *variance* weight to 0 (or variance and covariance both to 0) and start: "
@@ -26,7 +27,8 @@ COLLAPSE_NOTE = (
 class TrainTab:
     preset: gr.Radio
     device: gr.Dropdown
-    knobs: list  # components in KNOBS order
+    processes: gr.Number
+    knobs: dict  # dotted TrainConfig field name (KNOBS) -> its component
     threads: gr.Number
     secret: gr.Textbox
     start: gr.Button
@@ -43,6 +45,8 @@ class TrainTab:
     status: gr.JSON
     seen: gr.State
     checkpoint: gr.Dropdown  # the header's, refreshed when a run saves a checkpoint
+    owner: gr.State  # this visitor's token for the run they started (services/access.py) ...
+    kept: gr.BrowserState  # ... and its copy in the browser, which a reloaded page reads back into `owner`
 
     @property
     def poll_inputs(self) -> list:
@@ -91,52 +95,81 @@ def describe_device(dev: str, preset: str | None = None, chunks: ChunkPlan | Non
     return "\n\n".join(lines)
 
 
-def _knobs(threads_default: int) -> tuple[list, gr.Number]:
+def _knobs(threads_default: int) -> tuple[dict, gr.Number]:
     q = knob_values(base_config(QUICK))
+    k = {}
     with gr.Row():
-        name = gr.Textbox(q["name"], label="Run name (checkpoint file name)")
-        epochs = gr.Number(q["epochs"], label="Epochs", precision=0, minimum=1, elem_id="train-epochs")
-        batch = gr.Number(q["batch_size"], label="Batch size", precision=0, minimum=2, elem_id="train-batch")
-        opt = gr.Radio(["lars", "adamw"], value=q["optimizer"], label="Optimizer")
-        lr = gr.Number(q["lr"], label="Base LR (0 = optimizer default; scaled by batch/256)", minimum=0)
+        k["name"] = gr.Textbox(q["name"], label="Run name (checkpoint file name)")
+        k["epochs"] = gr.Number(q["epochs"], label="Epochs", precision=0, minimum=1, elem_id="train-epochs")
+        k["batch_size"] = gr.Number(q["batch_size"], label="Batch size", precision=0, minimum=2, elem_id="train-batch")
+        k["optimizer"] = gr.Radio(["lars", "adamw"], value=q["optimizer"], label="Optimizer")
+        k["lr"] = gr.Number(q["lr"], label="Base LR (0 = optimizer default; scaled by batch/256)", minimum=0)
     with gr.Row():
-        inv = gr.Number(q["loss.inv_coeff"], label="Invariance weight λ", minimum=0)
-        var = gr.Number(q["loss.var_coeff"], label="Variance weight μ", minimum=0)
-        cov = gr.Number(q["loss.cov_coeff"], label="Covariance weight ν", minimum=0)
-        subset = gr.Number(q["train_subset"], label="Train images (0 = all)", precision=0, minimum=0,
-                           elem_id="train-subset")
+        k["loss.inv_coeff"] = gr.Number(q["loss.inv_coeff"], label="Invariance weight λ", minimum=0)
+        k["loss.var_coeff"] = gr.Number(q["loss.var_coeff"], label="Variance weight μ", minimum=0)
+        k["loss.cov_coeff"] = gr.Number(q["loss.cov_coeff"], label="Covariance weight ν", minimum=0)
+        k["train_subset"] = gr.Number(q["train_subset"], label="Train images (0 = all)", precision=0, minimum=0,
+                                      elem_id="train-subset")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            knn_train = gr.Number(q["knn_train"], label="kNN monitor bank (train images)", precision=0, minimum=1)
-            knn_test = gr.Number(q["knn_test"], label="kNN monitor queries (0 = off)", precision=0, minimum=0)
-            warmup = gr.Number(q["warmup_epochs"], label="Warm-up epochs", minimum=0)
+            k["knn_train"] = gr.Number(q["knn_train"], label="kNN monitor bank (train images)", precision=0,
+                                       minimum=1)
+            k["knn_test"] = gr.Number(q["knn_test"], label="kNN monitor queries (0 = off)", precision=0, minimum=0)
+            k["warmup_epochs"] = gr.Number(q["warmup_epochs"], label="Warm-up epochs", minimum=0)
             threads = gr.Number(0, label=f"CPU threads (0 = {threads_default}; use 1 if the CPU is shared)",
                                 precision=0, minimum=0, maximum=256, elem_id="train-threads")
-    return [name, epochs, batch, opt, lr, subset, inv, var, cov, knn_train, knn_test, warmup], threads
+    assert set(k) == set(KNOBS), "the Train tab shows every knob"
+    return k, threads
 
 
-def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox) -> TrainTab:
-    # before anything asks torch about CUDA: on ZeroGPU this imports `spaces` and decorates the GPU calls,
-    # which must happen before the app launches
+def _prepare(h: TrainHandlers) -> None:
+    """Before anything asks torch about CUDA: on ZeroGPU this imports `spaces` and decorates the GPU calls,
+    which must happen before the app launches."""
     if h.job.chunks is None:
         h.job.chunks = gpu.chunk_plan(h.studio.settings.cache_dir)
+
+
+def preset_radio(h: TrainHandlers) -> gr.Radio:
+    """The preset choice, made before the tabs and shown in the Train tab (`build`): Explore and UMAP set it."""
+    _prepare(h)
+    return gr.Radio(presets(torch.cuda.is_available()), value=QUICK, label="Preset", scale=3, elem_id="train-preset",
+                    render=False)
+
+
+def owner_store() -> gr.BrowserState:
+    """Where the browser keeps this visitor's owner token (encrypted in its localStorage). Made at the page's
+    top level, outside the tabs: a tab's contents are only mounted once it is shown, and a reloaded page reads
+    the token back at once."""
+    return gr.BrowserState(None, storage_key="vicreg-run-owner")
+
+
+def _copy(value):
+    """The value unchanged: copies the owner token between the page's memory (gr.State) and the browser."""
+    return value
+
+
+def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox, preset: gr.Radio,
+          kept: gr.BrowserState) -> TrainTab:
+    _prepare(h)
     gr.Markdown("Self-supervised VICReg pre-training of a ResNet-18 on CIFAR-10. The run continues in the "
                 "server when you close or reload the page; one run at a time is shared by all visitors.")
+    most = h.most_processes()
     with gr.Row():
-        preset = gr.Radio(presets(torch.cuda.is_available()), value=QUICK, label="Preset", scale=3,
-                          elem_id="train-preset")
-        device = gr.Dropdown(devices(), value="auto", label="Device", scale=1)
+        preset.render()
+        with gr.Column(scale=1, min_width=160):
+            device = gr.Dropdown(devices(), value="auto", label="Device")
+            processes = gr.Number(1, label=f"Processes (torchrun; 1–{most})", precision=0, minimum=1, maximum=most,
+                                  visible=most > 1, elem_id="train-processes")
     device_md = gr.Markdown(describe_device("auto", QUICK, h.job.chunks), elem_id="train-device")
     knobs, threads = _knobs(h.studio.threads)
-    assert len(knobs) == len(KNOBS)
     gr.Markdown(COLLAPSE_NOTE)
     if h.studio.access.public:
         lift = ("The admin secret lifts these limits." if h.studio.access.secret_set
                 else "This server has no admin secret, so the limits apply to everyone.")
-        gr.Markdown(f"This is a shared demo: you may start a run up to the size of the Quick CPU demo. It stops by "
-                    f"itself after {h.studio.access.visitor_minutes:g} minutes, and only you (or the admin) can stop "
-                    "it; everyone else watches it live. " + lift,
-                    elem_id="train-public-note")
+        gr.Markdown(f"This is a shared demo: you may start a run up to the size of the Quick CPU demo, in one "
+                    f"process. It stops by itself after {h.studio.access.visitor_minutes:g} minutes, and only you "
+                    "(or the admin) can stop it, from this browser even after a reload; everyone else watches it "
+                    "live. " + lift, elem_id="train-public-note")
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="train-start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -148,6 +181,16 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox) -> TrainTab:
         resume_btn = gr.Button("Resume", scale=1, elem_id="train-resume")
     message = gr.Markdown(elem_id="train-message")
     progress = gr.HTML(progress_html(h.job.snapshot()))
+    plots = _charts()
+    tab = TrainTab(preset, device, processes, knobs, threads, secret, start_btn, stop_btn, resume_from, more,
+                   resume_btn, message, progress, *plots, gr.JSON(visible=False), gr.State(None), ckpt,
+                   gr.State(None), kept)
+    _wire(h, tab, device_md)
+    return tab
+
+
+def _charts() -> tuple[gr.Plot, gr.Plot, gr.Plot, gr.Plot]:
+    """The live charts: loss, learning rate, embedding health, kNN (TrainTab's order)."""
     with gr.Row():
         loss_plot = gr.Plot(charts.empty("Loss"), label="Loss", elem_id="loss-plot", scale=3)
         with gr.Column(scale=2):
@@ -155,22 +198,31 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox) -> TrainTab:
             lr_plot = gr.Plot(charts.empty("Learning rate"), label="Learning rate", elem_id="lr-plot")
     health_plot = gr.Plot(charts.empty("Embedding std / effective rank"), label="Embedding health",
                           elem_id="health-plot")
-    status_json, seen = gr.JSON(visible=False), gr.State(None)
-    tab = TrainTab(preset, device, knobs, threads, secret, start_btn, stop_btn, resume_from, more, resume_btn, message,
-                   progress, loss_plot, lr_plot, health_plot, knn_plot, status_json, seen, ckpt)
-    preset.change(preset_knobs, preset, knobs, api_visibility="private")
+    return loss_plot, lr_plot, health_plot, knn_plot
+
+
+def _wire(h: TrainHandlers, t: TrainTab, device_md: gr.Markdown) -> None:
+    private = dict(api_visibility="private", show_progress="hidden")
+    t.preset.change(preset_knobs, t.preset, [t.knobs[k] for k in KNOBS], api_visibility="private")
 
     def device_note(dev: str, chosen: str) -> str:
         return describe_device(dev, chosen, h.job.chunks)
 
-    for source in (preset, device):
-        source.change(device_note, [device, preset], device_md, api_visibility="private")
-    owner = gr.State(None)  # this visitor's token for the run they started (services/access.py)
-    start_btn.click(h.start, [preset, *knobs, threads, device, secret, owner], [message, owner], api_name="train_start",
-                    concurrency_limit=None)
-    stop_btn.click(h.stop, [secret, owner], message, api_name="train_stop", concurrency_limit=None)
-    resume_btn.click(h.resume, [resume_from, more, threads, device, secret], message, api_name="train_resume",
-                     concurrency_limit=None)
-    gr.Timer(1.5).tick(h.poll, tab.poll_inputs, tab.poll_outputs, api_name="train_status", show_progress="hidden",
+    for source in (t.preset, t.device):
+        source.change(device_note, [t.device, t.preset], device_md, api_visibility="private")
+    # the knobs travel by name: the handler's keyword arguments and the API's parameters are KNOBS' last parts
+    named = {knob_arg(k): t.knobs[k] for k in KNOBS}
+    run = dict(threads=t.threads, device=t.device, secret=t.secret)
+    t.start.click(h.start, [t.preset], [t.message, t.owner], api_name="train_start", concurrency_limit=None,
+                  inputs_kwargs={**named, **run, "owner": t.owner, "processes": t.processes}) \
+        .then(_copy, t.owner, t.kept, **private)
+    t.stop.click(h.stop, [t.secret, t.owner], t.message, api_name="train_stop", concurrency_limit=None)
+    t.resume.click(h.resume, [t.resume_from, t.more_epochs, t.threads, t.device, t.secret, t.processes], t.message,
+                   api_name="train_resume", concurrency_limit=None)
+    gr.Timer(1.5).tick(h.poll, t.poll_inputs, t.poll_outputs, api_name="train_status", show_progress="hidden",
                        concurrency_limit=None)
-    return tab
+
+
+def restore_owner(demo: gr.Blocks, t: TrainTab) -> None:
+    """A (re)loaded page takes its owner token back from the browser: its starter can still stop the run."""
+    demo.load(_copy, t.kept, t.owner, api_visibility="private", show_progress="hidden")
