@@ -48,8 +48,9 @@ def all_cores():
     os.sched_setaffinity(0, mine)
 
 
-@pytest.fixture(scope="module")
-def page(offline_app):  # noqa: F811
+def playwright():
+    """Playwright's sync API, once chromium is known to be there: skipped without it on a user's machine,
+    failed where VICREG_REQUIRE_BROWSER=1 (CI installs it). The browser test files all start here."""
     if not os.path.exists(CHROMIUM):
         why = (f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium` "
                "(or point VICREG_CHROMIUM at a chromium binary); the browser tests need a real browser")
@@ -59,7 +60,12 @@ def page(offline_app):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     os.makedirs(ART, exist_ok=True)
-    with sync_playwright() as p:
+    return sync_playwright()
+
+
+@pytest.fixture(scope="module")
+def page(offline_app):  # noqa: F811
+    with playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(60_000)
@@ -104,7 +110,9 @@ def test_stored_accuracy_and_map_at_once(page, demo_pair):  # noqa: F811
     with np.load(demo_pair[1], allow_pickle=False) as z:
         assert n == len(z["umap"])
     assert sorted(page.evaluate(MAP_NAMES)) == sorted(CLASSES)
-    assert page.locator("#umap-status").inner_text().startswith("cpu90: ")
+    # the status settles once no refresh is in flight (a pending one shows its timer, "0.1s", above the text)
+    page.wait_for_function("() => document.querySelector('#umap-status').innerText.trim().startsWith('cpu90: ')",
+                           timeout=30_000)
     page.screenshot(path=os.path.join(ART, "browser_umap.png"), full_page=True)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from app_fixtures import demo_pair, offline_env, start_app  # noqa: F401
 from PIL import Image
-from test_browser import ARGS, ART, CHROMIUM, MAP_POINTS, all_cores, wait_for  # noqa: F401
+from test_browser import ARGS, ART, CHROMIUM, MAP_POINTS, all_cores, playwright, wait_for  # noqa: F401
 
 STATUS = "#explore-status"
 VIEWS = "() => ['#explore-view1 img', '#explore-view2 img'].every(s => document.querySelector(s))"
@@ -21,14 +21,7 @@ ALL_FULL = f"""() => {{ const s = document.querySelector('{STATUS}'), n = docume
 
 
 def browser():
-    if not os.path.exists(CHROMIUM):
-        why = f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium`"
-        if os.environ.get("VICREG_REQUIRE_BROWSER") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    from playwright.sync_api import sync_playwright
-
-    return sync_playwright()
+    return playwright()
 
 
 def upload(page, url: str, photo: str) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from app_fixtures import demo_pair, offline_env, start_app  # noqa: F401
 from PIL import Image
-from test_browser import ARGS, ART, CHROMIUM, CLASSES, all_cores, wait_for  # noqa: F401
+from test_browser import ARGS, ART, CHROMIUM, CLASSES, all_cores, playwright, wait_for  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHONE = {"width": 390, "height": 844}
@@ -47,15 +47,7 @@ def public_app(tmp_path_factory, demo_pair):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        why = f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium`"
-        if os.environ.get("VICREG_REQUIRE_BROWSER") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    from playwright.sync_api import sync_playwright
-
-    os.makedirs(ART, exist_ok=True)
-    with sync_playwright() as p:
+    with playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
