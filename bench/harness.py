@@ -19,11 +19,13 @@ import urllib.request
 
 import numpy as np
 
+from services.settings import DEFAULT_CHECKPOINT, SAMPLE
+from vicreg.config import DEFAULT_MODEL
+from vicreg.names import SUFFIX
 from vicreg.report import EvalReport
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED_CHECKPOINT = os.path.join(ROOT, "checkpoints", "cpu90.safetensors")
-SHIPPED_SAMPLE = os.path.join(ROOT, "assets", "cifar10_sample.npz")
+SHIPPED_CHECKPOINT, SHIPPED_SAMPLE = DEFAULT_CHECKPOINT, SAMPLE
 PROVISIONAL_VERSION = "v2"  # bump when the provisional files' layout changes
 
 
@@ -107,7 +109,7 @@ def demo_files(cifar_root: str | None = None) -> tuple[str, str]:
     if os.path.isfile(SHIPPED_CHECKPOINT) and os.path.isfile(SHIPPED_SAMPLE):
         return SHIPPED_CHECKPOINT, SHIPPED_SAMPLE
     folder = os.path.join(tempfile.gettempdir(), f"vicreg-provisional-demo-{PROVISIONAL_VERSION}")
-    ckpt, sample = os.path.join(folder, "cpu90.safetensors"), os.path.join(folder, "cifar10_sample.npz")
+    ckpt, sample = os.path.join(folder, DEFAULT_MODEL + SUFFIX), os.path.join(folder, "cifar10_sample.npz")
     if not (os.path.isfile(ckpt) and os.path.isfile(sample)):
         if not cifar_root:
             raise RuntimeError("no shipped demo files and no CIFAR-10 copy to build provisional ones from")
@@ -157,8 +159,8 @@ def _build(cifar_root: str, folder: str) -> None:
     train, train_idx = even_subset(full.train, 2000)
     test, test_idx = even_subset(full.test, 2000)
     work = tempfile.mkdtemp(prefix="vicreg-provisional-")
-    raw = make_checkpoint(Dataset(train, test, full.classes, "sample"), work, "cpu90")
-    ckpt = os.path.join(folder, "cpu90.safetensors")
+    raw = make_checkpoint(Dataset(train, test, full.classes, "sample"), work, DEFAULT_MODEL)
+    ckpt = os.path.join(folder, DEFAULT_MODEL + SUFFIX)
     provenance = {"command": "provisional test fixture (bench/harness.py)", "commit": "none", "data": "CIFAR-10",
                   "epochs": 1, "pairs_seen": 64, "wall_seconds": 1.0, "hardware": "cpu", "trained_at": "now"}
     pack_checkpoint(load_checkpoint(raw), ckpt, {"provenance": provenance})  # the report is added below

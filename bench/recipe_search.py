@@ -33,11 +33,8 @@ COLUMNS = ("run", "views", "view_px", "images", "views_seen", "train_min", "line
 
 
 def _value(cfg: TrainConfig, key: str, value: str):
-    """A field's value from its text: `lo:hi` for a pair of numbers; with_values converts the rest."""
-    current = cfg.get(key)
-    if isinstance(current, tuple):
-        return tuple(float(v) for v in value.split(":"))
-    if isinstance(current, bool):
+    """A field's value from its text: yes/no for a switch; with_values converts the rest (`lo:hi` pairs too)."""
+    if isinstance(cfg.get(key), bool):
         return value.lower() in ("1", "true", "yes")
     return value
 
@@ -73,7 +70,16 @@ def probe(backbone, data, rt, aug, n: int) -> dict:
 
 def throughput(cfg: TrainConfig, data: Dataset, steps: int = 0) -> float:
     """Training images/s of one config's step (augmentation of all its views + forward + backward +
-    update) on random batches, after 3 warm-up steps; no logging, no checkpoints."""
+    update) on random batches, after 3 warm-up steps; no logging, no checkpoints. With progressive
+    resizing, the rate over the whole run: each view side's rate, over its equal part of the run."""
+    if cfg.augment.view_sizes:
+        sides = [int(s) for s in cfg.augment.view_sizes.split("-")]
+        rates = [_rate(cfg, data, steps, side) for side in sides]
+        return len(rates) / sum(1 / r for r in rates)
+    return _rate(cfg, data, steps, cfg.augment.view_side())
+
+
+def _rate(cfg: TrainConfig, data: Dataset, steps: int, side: int) -> float:
     import torch
 
     from vicreg.augment import n_views
@@ -89,7 +95,7 @@ def throughput(cfg: TrainConfig, data: Dataset, steps: int = 0) -> float:
 
     def step() -> None:
         idx = torch.randint(0, len(data.train), (bs,), generator=g)
-        views = n_views(data.train.images[idx], cfg.augment, g)
+        views = n_views(data.train.images[idx], cfg.augment, g, size=side)
         with rt.autocast():
             terms, *_ = model(*map(rt.prepare, views))
         opt.zero_grad(set_to_none=True)
@@ -126,7 +132,7 @@ def run_one(spec: str, cfg: TrainConfig, data: Dataset, probe_n: int, threads: i
     model, mcfg, _ = load_model(last.checkpoint, rt)
     res = probe(model.backbone, data, rt, mcfg.augment, probe_n)
     seen = (cfg.train_subset // cfg.batch_size) * cfg.batch_size * cfg.epochs
-    return {"run": spec, "views": cfg.augment.views, "view_px": cfg.augment.view_size or cfg.augment.size,
+    return {"run": spec, "views": cfg.augment.views, "view_px": cfg.augment.view_sizes or cfg.augment.view_side(),
             "images": seen, "views_seen": seen * cfg.augment.views, "pairs": seen, "train_s": round(secs, 1),
             "train_min": round(secs / 60, 2), **res, "emb_std": step.emb_std if step else None,
             "eff_rank": step.eff_rank if step else None}

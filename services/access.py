@@ -4,10 +4,11 @@ the page (a hidden button is no protection: anyone can call the endpoint with gr
 A public demo (`public`) whenever strangers can reach the app (on a Space, or bound to an address
 other than loopback: services/exposure.py) or an admin secret (VICREG_ADMIN_TOKEN) is set:
 - the admin (whoever gives the secret) may do everything;
-- a visitor may start a run no larger than the Quick CPU demo, in one process, which stops by itself
-  after `visitor_minutes` (so nobody can hold a free Space for hours), and only that visitor's session
-  or the admin can stop it; everyone else watches it live. (Several processes would share the same
-  CPUs or take every GPU of the server for one visitor: runs of more than one are the admin's.)
+- a visitor may start a run no larger than the Quick CPU demo (images × epochs, batch, views per image),
+  in one process, which stops by itself after `visitor_minutes` (so nobody can hold a free Space for
+  hours), and only that visitor's session or the admin can stop it; everyone else watches it live.
+  (Several processes would share the same CPUs or take every GPU of the server for one visitor: runs of
+  more than one are the admin's.)
 - resuming a checkpoint, downloading from the Hub and downloading CIFAR-10 need the secret. With no
   secret set there is no admin: these are refused with a message telling the owner how to set one.
 A private tool (everyone may do everything) only on loopback with no secret set, or when the owner
@@ -85,7 +86,8 @@ class Access:
 
     def visitor_run_error(self, cfg: TrainConfig, processes: int = 1) -> str | None:
         """None if a visitor may start this run: at most the Quick CPU demo's images per epoch times
-        epochs, its batch size and its kNN monitor, in one process; else what is too large."""
+        epochs, its batch size, its views per image (each view costs a backbone pass, so more views multiply
+        the cost; smaller views only lower it) and its kNN monitor, in one process; else what is too large."""
         q = TrainConfig.from_preset(QUICK)
         too_big = []
         if cfg.train_subset is None or cfg.epochs * cfg.train_subset > q.epochs * q.train_subset:
@@ -93,6 +95,8 @@ class Access:
                            f"(asked {cfg.epochs} × {'all' if cfg.train_subset is None else f'{cfg.train_subset:,}'})")
         if cfg.batch_size > q.batch_size:
             too_big.append(f"batch size at most {q.batch_size} (asked {cfg.batch_size})")
+        if cfg.augment.views > q.augment.views:
+            too_big.append(f"views per image at most {q.augment.views} (asked {cfg.augment.views})")
         if cfg.knn_train > q.knn_train or cfg.knn_test > q.knn_test:
             too_big.append(f"kNN monitor at most {q.knn_train:,} train / {q.knn_test:,} test images")
         if cfg.compile:

@@ -4,9 +4,9 @@ Environment: VICREG_STORAGE (a folder that survives restarts: checkpoints, cache
 to its checkpoints/, cache/ and data/; on a Space with persistent storage, /data is used without it:
 vicreg.config.storage_root), VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the
 embedded CIFAR-10 sample; default assets/cifar10_sample.npz), VICREG_DEFAULT_CHECKPOINT (the model
-selected at start; default checkpoints/cpu90.safetensors), VICREG_CHECKPOINTS (the checkpoint folder),
-VICREG_CACHE (feature / map / evaluation caches), GRADIO_SERVER_NAME (the address to listen on;
-default 127.0.0.1, 0.0.0.0 on a Space: services/exposure.py), SPACE_ID (set by Hugging Face Spaces),
+selected at start; default checkpoints/<vicreg.config.DEFAULT_MODEL>.safetensors), VICREG_CHECKPOINTS (the
+checkpoint folder), VICREG_CACHE (feature / map / evaluation caches), GRADIO_SERVER_NAME (the address to
+listen on; default 127.0.0.1, 0.0.0.0 on a Space: services/exposure.py), SPACE_ID (set by Hugging Face Spaces),
 VICREG_ADMIN_TOKEN (the admin secret of a public demo: services/access.py), VICREG_OPEN_ACCESS (1: a
 server others can reach lets everyone do everything), VICREG_VISITOR_MINUTES (10: how long a visitor's
 run may train on a public demo), VICREG_VISITOR_KEEP (3) and VICREG_VISITOR_MB (1024: what is kept of
@@ -22,11 +22,13 @@ from typing import Mapping
 
 from vicreg.config import (
     DEFAULT_DATA_ROOT,
+    DEFAULT_MODEL,
     default_cache_dir,
     default_checkpoint_dir,
     default_data_root,
     home_cache_dir,
 )
+from vicreg.names import SUFFIX
 from vicreg.runtime import available_cpus
 
 from . import exposure, gpu, visitors
@@ -34,7 +36,7 @@ from .access import VISITOR_MINUTES, Access
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The shipped demo model and the embedded CIFAR-10 sample that make a fresh clone useful offline.
-DEFAULT_CHECKPOINT = os.path.join(ROOT, "checkpoints", "cpu90.safetensors")
+DEFAULT_CHECKPOINT = os.path.join(ROOT, "checkpoints", DEFAULT_MODEL + SUFFIX)
 SAMPLE = os.path.join(ROOT, "assets", "cifar10_sample.npz")
 MAP_POINTS = 10_000  # the whole CIFAR-10 test set
 MAX_PIXELS = 40_000_000

@@ -22,8 +22,8 @@ from bench.harness import SHIPPED_CHECKPOINT, SHIPPED_SAMPLE, AppError, AppProce
 MAP_POINTS = 600  # a small map keeps the UMAP fit quick in tests; the app's default is 10,000
 NO_NETWORK = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": ""}  # a Hub that refuses at once
 KNOBS = dict(preset="quick_demo", name="api_run", epochs=2, batch_size=16, optimizer="lars", lr=0, train_subset=320,
-             inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=200, knn_test=50, warmup_epochs=0.5, threads=1,
-             device="cpu", secret="")
+             inv_coeff=25, var_coeff=25, cov_coeff=1, knn_train=200, knn_test=50, warmup_epochs=0.5, views=2,
+             view_size=0, threads=1, device="cpu", secret="")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

@@ -29,6 +29,7 @@ from app_fixtures import (  # noqa: F401
 from PIL import Image
 
 from vicreg.checkpoint import read_meta
+from vicreg.config import MAX_VIEWS
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -47,7 +48,10 @@ def test_app_starts_fast_and_lists_checkpoints(app_server, client):  # noqa: F81
     assert [p for _, p in upd["choices"]] == [app_server.default, app_server.checkpoint]
     assert upd["choices"][1][0] == "tiny · epoch 1/1" and upd["choices"][0][0].endswith(" · default")
     assert client.predict(checkpoint=app_server.checkpoint, api_name="/checkpoints")["value"] == app_server.checkpoint
-    assert "/train_start" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    start = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/train_start"]
+    names = [p["parameter_name"] for p in start["parameters"]]
+    assert names[:15] == ["preset", "name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "inv_coeff",
+                          "var_coeff", "cov_coeff", "knn_train", "knn_test", "warmup_epochs", "views", "view_size"]
 
 
 def test_train_start_poll_stop_resume(client, app_server):  # noqa: F811
@@ -82,6 +86,8 @@ def test_train_start_poll_stop_resume(client, app_server):  # noqa: F811
                     "(RE_TRAIN --epochs N trains N more)")
     with pytest.raises(Exception, match="less than minimum"):  # gradio validates the number box itself
         client.predict(**{**KNOBS, "batch_size": 1}, api_name="/train_start")
+    with pytest.raises(Exception, match="greater than maximum"):
+        client.predict(**{**KNOBS, "views": MAX_VIEWS + 1}, api_name="/train_start")
 
 
 def test_simultaneous_starts_make_one_job(client, app_server):  # noqa: F811

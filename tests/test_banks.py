@@ -23,6 +23,7 @@ from services.studio import Studio
 from ui.explore_handlers import ExploreHandlers
 from ui.umap_handlers import UmapHandlers
 from vicreg.files import atomic_write
+from vicreg.names import checkpoint_stem
 
 
 class Gate:
@@ -161,8 +162,9 @@ def test_umap_shows_the_samples_map_until_the_full_one(tmp_path, packed_cifar, d
     h = UmapHandlers(studio)
     early = h.preview(ckpt, None)
     assert early.result["stand_in"] is True and early.result["points"] == len(sample["umap"])
-    assert early.status.startswith("**cpu90**: 2,000 of the embedded CIFAR-10 sample's test images · standing in "
-                                   "until the map of the full test set, which is being built in the background (")
+    assert early.status.startswith(f"**{checkpoint_stem(ckpt)}**: 2,000 of the embedded CIFAR-10 sample's test "
+                                   "images · standing in until the map of the full test set, which is being built in "
+                                   "the background (")
     assert gate.started.wait(60)
     status, plot, result, _, timer = h.tick(ckpt, None, early.result)
     assert "standing in until the map of the full test set" in status and plot == result == {"__type__": "update"}

@@ -18,6 +18,7 @@ from PIL import Image
 
 from vicreg.checkpoint import read_meta
 from vicreg.config import PRESETS
+from vicreg.names import checkpoint_stem
 
 CHROMIUM = os.environ.get("VICREG_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -102,7 +103,7 @@ def test_stored_accuracy_and_map_at_once(page, demo_pair):  # noqa: F811
     page.wait_for_selector("#eval-summary:has-text('random init')", timeout=60_000)
     rows = page.locator("#eval-summary table tbody tr")
     cells = [rows.nth(i).locator("td").all_inner_texts() for i in range(rows.count())]
-    assert [c[:2] for c in cells] == [["cpu90", f"{100 * rep['linear_top1']:.1f}%"],
+    assert [c[:2] for c in cells] == [[checkpoint_stem(demo_pair[0]), f"{100 * rep['linear_top1']:.1f}%"],
                                       ["random init", f"{100 * rep['baseline']['linear_top1']:.1f}%"]], cells
     page.screenshot(path=os.path.join(ART, "browser_evaluate.png"), full_page=True)
     page.get_by_role("tab", name="UMAP").click()  # no button pressed: the sample's map is already there
@@ -111,8 +112,8 @@ def test_stored_accuracy_and_map_at_once(page, demo_pair):  # noqa: F811
         assert n == len(z["umap"])
     assert sorted(page.evaluate(MAP_NAMES)) == sorted(CLASSES)
     # the status settles once no refresh is in flight (a pending one shows its timer, "0.1s", above the text)
-    page.wait_for_function("() => document.querySelector('#umap-status').innerText.trim().startsWith('cpu90: ')",
-                           timeout=30_000)
+    page.wait_for_function("s => document.querySelector('#umap-status').innerText.trim().startsWith(s)",
+                           arg=f"{checkpoint_stem(demo_pair[0])}: ", timeout=30_000)
     page.screenshot(path=os.path.join(ART, "browser_umap.png"), full_page=True)
 
 

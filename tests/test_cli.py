@@ -198,9 +198,13 @@ def test_options_set_fields_by_dotted_name_and_zero_unsets():
         cfg.with_values({"epochs": 2.5})
     with pytest.raises(ValueError, match="unknown config field 'loss.nope'"):
         cfg.with_values({"loss.nope": 1})
+    assert cfg.with_values({"augment.scale": "0.3:0.9"}).augment.scale == (0.3, 0.9)  # the command line's lo:hi
+    assert cfg.with_values({"augment.scale": [0.1, 0.5]}).augment.scale == (0.1, 0.5)
+    with pytest.raises(ValueError, match=r"augment.scale must be two numbers as lo:hi \(e.g. 0.2:1.0\), got '0.3'"):
+        cfg.with_values({"augment.scale": "0.3"})
 
 
-@pytest.mark.parametrize("preset", ["quick_demo", "cpu90", "gpu"])
+@pytest.mark.parametrize("preset", ["quick_demo", "cpu90", "cpu150", "gpu"])
 def test_train_args_give_back_the_same_config(preset, tmp_path):
     """What the app runs under torchrun: TRAIN with every option, which rebuilds the config exactly."""
     from vicreg.cli import build_parser, train_args, train_config

@@ -8,6 +8,8 @@ import re
 import pytest
 import yaml
 
+from vicreg.config import DEFAULT_MODEL
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
@@ -67,7 +69,7 @@ def test_citations_and_model_card():
 def test_model_card_matches_the_shipped_metadata():
     import json
 
-    with open(os.path.join(ROOT, "checkpoints", "cpu90.json")) as f:
+    with open(os.path.join(ROOT, "checkpoints", DEFAULT_MODEL + ".json")) as f:
         meta = json.load(f)
     card = read(os.path.join(ROOT, "docs", "model_card.md"))
     assert f"**{meta['provenance']['epochs']} epochs**" in card

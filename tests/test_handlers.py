@@ -13,12 +13,12 @@ from PIL import Image
 import services.data
 from services.settings import Settings
 from services.studio import Studio
-from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, UNLISTED, preset_choices, scrub
+from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, UNLISTED, knob_arg, preset_choices, scrub
 from ui.eval_handlers import NEEDS_DATA
 from ui.layout import Handlers
 from ui.train_handlers import preset_knobs, progress_html
 from vicreg.checkpoint import FORMAT, read_meta
-from vicreg.config import PRESETS, TrainConfig
+from vicreg.config import MAX_VIEWS, PRESETS, TrainConfig
 from vicreg.data import load_packed
 from vicreg.jobs import TrainingJob
 from vicreg.report import REPORT_KEYS
@@ -68,11 +68,14 @@ def png(chw: np.ndarray, path) -> str:
 
 
 def test_presets_by_field_name():
-    expect = [(PRESET_LABELS[k], k) for k in ("quick_demo", "cpu30", "cpu90", "full") if k in PRESETS]
+    expect = [(PRESET_LABELS[k], k) for k in ("quick_demo", "cpu30", "cpu90", "cpu150", "full") if k in PRESETS]
     assert preset_choices() == expect + [("Custom", "custom")]
     assert preset_choices()[0] == ("Quick CPU demo", "quick_demo")
     assert KNOBS[6:9] == ("loss.inv_coeff", "loss.var_coeff", "loss.cov_coeff")
-    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 1000, 250, 0.5)
+    assert KNOBS[-2:] == ("augment.views", "augment.view_size")  # new knobs last: the API's order stays
+    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 1000, 250, 0.5, 2, 0)
+    cpu90 = dict(zip(KNOBS, preset_knobs("cpu90"), strict=True))
+    assert (cpu90["augment.views"], cpu90["augment.view_size"]) == (2, 24)  # a preset fills the views too
     assert preset_knobs("custom") == ({"__type__": "update"},) * len(KNOBS)
 
 
@@ -97,7 +100,8 @@ def test_config_is_the_preset_with_the_knobs(setup, demo_pair):  # noqa: F811
 def test_start_messages(setup, demo_pair):  # noqa: F811
     h, studio, job, _ = setup
     args = dict(zip(("name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "inv_coeff", "var_coeff",
-                     "cov_coeff", "knn_train", "knn_test", "warmup_epochs"), preset_knobs("quick_demo"), strict=True))
+                     "cov_coeff", "knn_train", "knn_test", "warmup_epochs", "views", "view_size"),
+                    preset_knobs("quick_demo"), strict=True))
     base = dict(preset="quick_demo", **args, threads=1, device="cpu", secret="")
     assert h.train.start(**{**base, "var_coeff": -1}).message == (
         "❌ Cannot start: loss weights must be 0 or positive, got invariance 25.0, variance -1.0, covariance 1.0")
@@ -123,6 +127,49 @@ def test_start_messages(setup, demo_pair):  # noqa: F811
     assert h.train.start(**{**base, "batch_size": 63}, processes=max(most, 2)).message in (
         f"❌ Cannot start: processes must be from 1 to {most} on this machine, got 2",  # a machine with one GPU
         f"❌ Cannot start: the batch size (63) is the global batch and must divide by the {max(most, 2)} processes")
+
+
+def test_start_with_views(setup):
+    """The views knobs reach the run's config (augment.views, augment.view_size)."""
+    h, _, job, _ = setup
+    out = h.train.start("quick_demo", **{knob_arg(k): v for k, v in knobs(**{"augment.views": 4,
+                                                                              "augment.view_size": 16}).items()},
+                        threads=1, device="cpu", secret="")
+    assert out.message.startswith("✅ run ")
+    cfg, _ = job.started[-1]
+    assert (cfg.augment.views, cfg.augment.view_size, cfg.augment.scale) == (4, 16, (0.2, 1.0))
+    assert h.train.start("quick_demo", views=MAX_VIEWS + 1, threads=1, device="cpu", secret="").message == (
+        f"❌ Cannot start: augment.views must be between 2 and {MAX_VIEWS} (VICReg compares at least two views of "
+        f"each image), got {MAX_VIEWS + 1}")
+
+
+def test_visitor_views_at_most_the_quick_demos(demo_pair, tmp_path):  # noqa: F811
+    """Each view costs a backbone pass: a visitor's run keeps the Quick CPU demo's two views per image (smaller
+    views only cost less, so any view size is allowed); the admin may ask for more."""
+    studio = Studio(Settings(data_root=str(tmp_path), sample=demo_pair[1], default_checkpoint=demo_pair[0],
+                             checkpoint_dir=str(tmp_path), cache_dir=str(tmp_path), admin_token="s3cret", threads=1))
+    job = FakeJob()
+    h = Handlers.create(studio, job)
+    base = dict(preset="quick_demo", threads=1, device="cpu")
+    assert h.train.start(**base, views=4, secret="").message == (
+        "❌ On this shared server a visitor&#x27;s run may be at most the size of the Quick CPU demo: views per image "
+        "at most 2 (asked 4). Pick the Quick CPU demo preset, or enter the admin secret.")
+    assert job.started == []
+    assert h.train.start(**base, views=2, view_size=16, secret="").message.startswith("✅ run 1 started")
+    assert (job.started[-1][0].augment.views, job.started[-1][0].augment.view_size) == (2, 16)
+    assert h.train.start(**base, views=4, secret="s3cret").message.startswith("✅ run 2 started")
+    assert job.started[-1][0].augment.views == 4 and job.limits[1] is None  # the admin's run: no time limit
+
+
+def test_multiview_config_fits_a_torchrun_command(setup):
+    """A run of several processes passes its config to `python -m vicreg TRAIN` (vicreg.cli.train_args): the
+    views, their size and crop scale travel too, so a multi-view run is not refused for processes > 1."""
+    from vicreg.cli import train_args
+
+    cfg = setup[0].train.config("quick_demo", knobs(**{"augment.views": 6, "augment.view_size": 16}), "cpu", 1)
+    cfg = cfg.with_values({"augment.scale": "0.2:0.6"})
+    args = train_args(cfg)
+    assert {"--views=6", "--view_size=16", "--crop_scale=0.2:0.6"} <= set(args)
 
 
 def test_admin_secret_and_visitor_rules(demo_pair, tmp_path, cifar):  # noqa: F811

@@ -57,10 +57,10 @@ def test_views_default_to_two_and_are_checked():
 
 
 def test_the_multiview_preset_is_valid_and_multiview():
-    cfg = TrainConfig.from_preset("cpu_multiview").validate()
+    cfg = TrainConfig.from_preset("cpu150").validate()
     assert cfg.augment.views > 2 and 0 < cfg.augment.view_size < cfg.augment.size
     assert (cfg.loss.inv_coeff, cfg.loss.var_coeff, cfg.loss.cov_coeff) == (25.0, 25.0, 1.0)
-    assert all(p.get("augment", {}).get("views", 2) == 2 for k, p in PRESETS.items() if k != "cpu_multiview")
+    assert all(p.get("augment", {}).get("views", 2) == 2 for k, p in PRESETS.items() if k != "cpu150")
 
 
 def test_n_views_start_with_two_views_pair_and_draw_independent_views():
@@ -172,3 +172,33 @@ def test_the_recipe_search_reads_multiview_candidates():
     row = {"run": "r", "views": 6, "view_px": 16, "images": 64, "views_seen": 384, "train_min": 0.5, "linear": 0.25,
            "knn": 0.125, "eff_rank": 3.0}
     assert table([row]).splitlines()[-1] == "| `r` | 6 | 16 | 64 | 384 | 0.50 | 25.00 % | 12.50 % | 3.0 |"
+
+
+def test_progressive_view_sides_split_the_run_into_equal_parts():
+    prog = AugmentConfig(view_sizes="16-24-32")
+    assert [prog.view_side(e, 6) for e in range(6)] == [16, 16, 24, 24, 32, 32]
+    assert [prog.view_side(e, 7) for e in range(7)] == [16, 16, 16, 24, 24, 32, 32]
+    assert [prog.view_side(e, 2) for e in range(2)] == [16, 24]  # fewer epochs than sides: the last never comes
+    assert prog.view_side() == 32 and AugmentConfig(view_size=24).view_side(0, 5) == 24 == AugmentConfig(
+        view_size=24).view_side()  # no schedule: view_size throughout
+    assert AugmentConfig().view_side(3, 4) == 32
+    for bad in ("16-40", "a-b", "16--32", "0-32"):
+        with pytest.raises(ValueError, match="augment.view_sizes must be view sides from 1 to 32 joined by '-'"):
+            TrainConfig(augment=AugmentConfig(view_sizes=bad)).validate()
+    args = build_parser().parse_args(["TRAIN", "--view_sizes", "16-32", "--crop_scale", "0.3:0.9"])
+    assert (train_config(args).augment.view_sizes, train_config(args).augment.scale) == ("16-32", (0.3, 0.9))
+
+
+def test_progressive_resizing_trains_each_part_at_its_side_and_resumes_exactly(cifar, tmp_path, monkeypatch):
+    import vicreg.train as train_module
+
+    sides = []
+    real = train_module.n_views
+    monkeypatch.setattr(train_module, "n_views", lambda *a, **kw: sides.append(kw["size"]) or real(*a, **kw))
+    prog = AugmentConfig(views=2, view_sizes="16-32")
+    straight = _run(_cfg(tmp_path, "ps", augment=prog), cifar)
+    assert sides == [16] * 3 + [32] * 3 and "view sides 16 → 32 px over equal parts of the run" in straight[0].notes
+    part = _run(_cfg(tmp_path, "pp", augment=prog), cifar, stop_when=lambda e: e.kind == "epoch")
+    resumed = _run(_cfg(tmp_path, "pp", augment=prog), cifar, resume=part[-1].checkpoint)
+    assert resumed[-1].status == "finished" and sides[6:] == [16] * 3 + [32] * 3
+    _assert_same_state(straight[-1].checkpoint, resumed[-1].checkpoint)

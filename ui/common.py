@@ -14,12 +14,15 @@ log = logging.getLogger("vicreg.app")
 
 # Friendly labels of vicreg.config.PRESETS; only presets that exist are offered.
 PRESET_LABELS = {"quick_demo": "Quick CPU demo", "cpu30": "30-minute CPU recipe",
-                 "cpu90": "Default model recipe (about 90 min on a 2-core CPU)", "full": "Full CIFAR-10 recipe"}
+                 "cpu90": "Default model recipe (about 90 min on a 2-core CPU)",
+                 "cpu150": "Multi-view recipe (4 views of 16 px, about 2.5 h on a 2-core CPU)",
+                 "full": "Full CIFAR-10 recipe"}
 CUSTOM = "custom"
 # The Train tab's knobs, as TrainConfig field names (dotted for nested ones). The tab, its Start handler and the
-# /train_start API name each by its last part (`var_coeff`): `knob_dict` maps them back.
+# /train_start API name each by its last part (`var_coeff`): `knob_dict` maps them back. New knobs go at the
+# end: the API's positional parameters keep their order.
 KNOBS = ("name", "epochs", "batch_size", "optimizer", "lr", "train_subset", "loss.inv_coeff", "loss.var_coeff",
-         "loss.cov_coeff", "knn_train", "knn_test", "warmup_epochs")
+         "loss.cov_coeff", "knn_train", "knn_test", "warmup_epochs", "augment.views", "augment.view_size")
 
 
 NO_CHECKPOINT = (

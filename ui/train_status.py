@@ -1,6 +1,7 @@
 """What the Train tab shows of the shared job: the progress line and the status the page and the API poll."""
 from __future__ import annotations
 
+from vicreg.events import rate_unit
 from vicreg.jobs import JobSnapshot
 from vicreg.names import checkpoint_stem
 
@@ -21,7 +22,7 @@ def progress_html(snap: JobSnapshot) -> str:
     elif st == "loading":
         parts.append("loading the training images…")
     if last:
-        parts += [f"{last.pairs_per_s:.0f} pairs/s", f"loss {last.loss:.3f}"]
+        parts += [f"{last.pairs_per_s:.0f} {rate_unit(start.config) if start else 'pairs/s'}", f"loss {last.loss:.3f}"]
         if snap.active:
             parts.append(f"ETA {fmt_seconds(snap.eta_seconds())}")
     end = ""

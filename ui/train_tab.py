@@ -8,7 +8,7 @@ import torch
 
 from services import gpu
 from vicreg.chunks import ChunkPlan
-from vicreg.config import PRESETS, QUICK
+from vicreg.config import MAX_VIEWS, PRESETS, QUICK, AugmentConfig
 from vicreg.runtime import make_runtime
 
 from . import charts
@@ -65,6 +65,7 @@ def devices() -> list[str]:
 
 
 GPU = "gpu"
+SIZE = AugmentConfig().size  # CIFAR-10's side: the largest training view
 GPU_ON_CPU = ("The GPU recipe is meant for a GPU: on this device it takes more than a day (about 24 times the "
               "default model's 90-minute CPU recipe). Pick a CUDA device, or a CPU preset.")
 
@@ -110,6 +111,11 @@ def _knobs(threads_default: int) -> tuple[dict, gr.Number]:
         k["loss.cov_coeff"] = gr.Number(q["loss.cov_coeff"], label="Covariance weight ν", minimum=0)
         k["train_subset"] = gr.Number(q["train_subset"], label="Train images (0 = all)", precision=0, minimum=0,
                                       elem_id="train-subset")
+    with gr.Row():  # the views each image gives a step: a preset sets them (cpu150: four small ones)
+        k["augment.views"] = gr.Number(q["augment.views"], label="Views per image (2 = VICReg's pair; more = "
+                                       "multi-view)", precision=0, minimum=2, maximum=MAX_VIEWS, elem_id="train-views")
+        k["augment.view_size"] = gr.Number(q["augment.view_size"], label=f"Training view size (px, 0 = full {SIZE})",
+                                           precision=0, minimum=0, maximum=SIZE, elem_id="train-view-size")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             k["knn_train"] = gr.Number(q["knn_train"], label="kNN monitor bank (train images)", precision=0,
@@ -166,10 +172,11 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox, preset: gr.Ra
     if h.studio.access.public:
         lift = ("The admin secret lifts these limits." if h.studio.access.secret_set
                 else "This server has no admin secret, so the limits apply to everyone.")
-        gr.Markdown(f"This is a shared demo: you may start a run up to the size of the Quick CPU demo, in one "
-                    f"process. It stops by itself after {h.studio.access.visitor_minutes:g} minutes, and only you "
-                    "(or the admin) can stop it, from this browser even after a reload; everyone else watches it "
-                    "live. " + lift, elem_id="train-public-note")
+        views = base_config(QUICK).augment.views
+        gr.Markdown(f"This is a shared demo: you may start a run up to the size of the Quick CPU demo ({views} views "
+                    f"per image), in one process. It stops by itself after {h.studio.access.visitor_minutes:g} "
+                    "minutes, and only you (or the admin) can stop it, from this browser even after a reload; "
+                    "everyone else watches it live. " + lift, elem_id="train-public-note")
     with gr.Row():
         start_btn = gr.Button("Start", variant="primary", elem_id="train-start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")

@@ -106,9 +106,10 @@ def _report(cfg, events, quiet: bool) -> int:
     """Print the run's events (nothing but errors on ranks other than 0) and return the exit code."""
     from tqdm import tqdm
 
+    from .events import rate_unit
     from .names import metrics_path
 
-    bar = None
+    bar, unit = None, "pairs/s"
     for ev in events:
         if quiet and ev.kind != "end":
             continue
@@ -118,6 +119,7 @@ def _report(cfg, events, quiet: bool) -> int:
                   f"metrics -> {metrics_path(cfg.checkpoint_dir, cfg.name)}")
             for note in ev.notes:
                 print(f"note: {note}")
+            unit = rate_unit(ev.config)
             bar = tqdm(total=ev.total_steps, initial=ev.start_step, unit="step", dynamic_ncols=True)
         elif ev.kind == "step":
             if ev.warning:
@@ -125,7 +127,7 @@ def _report(cfg, events, quiet: bool) -> int:
             bar.update(ev.step - bar.n)
             bar.set_postfix_str(f"ep {ev.epoch + 1} loss {ev.loss:.3f} inv {ev.invariance:.3f} "
                                 f"var {ev.variance:.3f} "
-                                f"cov {ev.covariance:.3f} std {ev.emb_std:.3f} {ev.pairs_per_s:.0f} pairs/s")
+                                f"cov {ev.covariance:.3f} std {ev.emb_std:.3f} {ev.pairs_per_s:.0f} {unit}")
         elif ev.kind == "epoch":
             knn = f"kNN top-1 {ev.knn_top1:.2%}, " if ev.knn_top1 is not None else ""
             (bar.write if bar else print)(f"epoch {ev.epoch}: {knn}{ev.epoch_seconds:.0f}s, saved {ev.checkpoint}")

@@ -195,12 +195,14 @@ def augment(
 
 
 def n_views(
-    images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None, n: int | None = None
+    images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None, n: int | None = None,
+    size: int | None = None,
 ) -> list[Tensor]:
-    """The training views: `n` (default cfg.views) independent views of each image at cfg.view_size,
+    """The training views: `n` (default cfg.views) independent views of each image at `size` (default
+    cfg.view_size),
     normalised for the network. One view after another from the same generator, so views 1 and 2 are
     exactly two_views' pair, and every run (and its exact resume) with two views draws what it always did."""
-    size = cfg.view_size or cfg.size
+    size = size or cfg.view_size or cfg.size
     return [normalize(augment(images, cfg, generator, size)[0], cfg) for _ in range(n or cfg.views)]
 
 

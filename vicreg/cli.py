@@ -35,6 +35,11 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "var_coeff": ("loss.var_coeff", float, "variance weight (mu)"),
     "cov_coeff": ("loss.cov_coeff", float, "covariance weight (nu)"),
     "view_size": ("augment.view_size", int, "side of the training views (0: the image size)"),
+    "views": ("augment.views", int, "views of each image per step (2: VICReg's pair; more: multi-view VICReg, "
+              "usually with small views)"),
+    "view_sizes": ("augment.view_sizes", str, "progressive resizing: view sides over equal parts of the run, "
+                   "e.g. 16-24-32"),
+    "crop_scale": ("augment.scale", str, "the random crops' share of the image, as lo:hi"),
     "seed": ("seed", int, "weight init, sample order and augmentation"),
     "train_subset": ("train_subset", int, "train on N evenly spaced training images (0: all)"),
     "device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
@@ -50,7 +55,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
              "(env VICREG_DATA)"),
 }
 RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "inv_coeff",
-                  "var_coeff", "cov_coeff", "view_size", "seed", "train_subset", "sync_bn")
+                  "var_coeff", "cov_coeff", "view_size", "view_sizes", "views", "crop_scale", "seed", "train_subset",
+                  "sync_bn")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,8 +105,9 @@ def train_args(cfg: TrainConfig) -> list[str]:
     torchrun. Raises ValueError for a config that the options cannot express."""
     args = ["TRAIN"]
     for opt, (dotted, _, _) in CONFIG_OPTIONS.items():
-        if cfg.get(dotted) is not None:  # None: the field's own default (weight_decay: the optimizer's)
-            args.append(f"--{opt}={cfg.get(dotted)}")
+        value = cfg.get(dotted)
+        if value is not None:  # None: the field's own default (weight_decay: the optimizer's)
+            args.append(f"--{opt}={':'.join(map(str, value)) if isinstance(value, tuple) else value}")
     args += [f"--{flag}" for flag in ("compile", "sync_bn") if cfg.get(flag)]
     rebuilt = train_config(build_parser().parse_args(args))
     if rebuilt != cfg:

@@ -22,6 +22,11 @@ class StartEvent:
     notes: list[str] = dataclasses.field(default_factory=list)  # things the user should know (e.g. a reseed)
 
 
+def rate_unit(config: dict[str, Any]) -> str:
+    """What StepEvent.pairs_per_s counts, for people: pairs of views, or images when each has more views."""
+    return "pairs/s" if config.get("augment", {}).get("views", 2) == 2 else "images/s"
+
+
 @dataclass
 class StepEvent:
     epoch: int  # 0-based epoch this step belongs to
@@ -32,7 +37,7 @@ class StepEvent:
     variance: float
     covariance: float
     lr: float
-    pairs_per_s: float
+    pairs_per_s: float  # training images per second, each with all its views (pairs when there are two)
     emb_std: float  # mean over dimensions of the per-dimension std of view-a embeddings
     eff_rank: float  # exp(entropy) of the normalised singular values of those embeddings
     elapsed: float

@@ -174,6 +174,8 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Di
     )
     if cfg.augment.views != 2:  # pairs/s then counts images: each brings `views` views
         run.notes.append(f"{cfg.augment.views} views of each image, {cfg.augment.view_size or cfg.augment.size} px")
+    if cfg.augment.view_sizes:
+        run.notes.append(f"view sides {cfg.augment.view_sizes.replace('-', ' → ')} px over equal parts of the run")
     if d.active:
         run.notes.append(f"{d.world} processes ({d.backend}): global batch {cfg.batch_size} = "
                          f"{cfg.batch_size // d.world} per rank; BatchNorm synced in the projector"
@@ -244,7 +246,7 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
             return i
         batch = run.batch(order, i)
         lr = lr_at(run.step, run.total, run.warmup, cfg.scaled_lr(), cfg.min_lr_ratio)
-        terms, z_a = _step(run, batch, lr)
+        terms, z_a = _step(run, batch, lr, cfg.augment.view_side(epoch, cfg.epochs))
         run.step += 1
         run.fault.reach("after_step")
         win_steps += 1
@@ -264,9 +266,9 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
     return None
 
 
-def _step(run: _Run, batch: torch.Tensor, lr: float):
+def _step(run: _Run, batch: torch.Tensor, lr: float, side: int):
     cfg = run.cfg
-    views = n_views(batch, cfg.augment, run.gen)  # cfg.augment.views of them (2: the pair it always drew)
+    views = n_views(batch, cfg.augment, run.gen, size=side)  # cfg.augment.views of them (2: the pair it always drew)
     set_lr(run.opt, lr)
     loss_kw = dict(inv_coeff=cfg.loss.inv_coeff, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff,
                    eps=cfg.loss.eps)
