@@ -307,7 +307,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # image from crops of 25-75 % of it, with LARS. In equal-compute short runs (docs/recipes.md) LARS beat AdamW
     # by 2 points and 4 x 16-px views beat the 24-px pair by 2.6 more; 6 views, progressive resizing and AdamW
     # with many views lost.
-    "cpu150": dict(optimizer="lars", lr=0.3, batch_size=64, epochs=14, warmup_epochs=1,
+    "cpu150": dict(optimizer="lars", lr=0.3, batch_size=64, epochs=12, warmup_epochs=1,
                    augment=dict(views=4, view_size=16, scale=(0.25, 0.75))),
     # The paper's CIFAR-10 recipe shape (LARS, batch 128, 20 epochs by default; more on a GPU).
     "full": dict(),
