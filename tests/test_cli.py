@@ -232,3 +232,36 @@ def test_resume_args_continue_the_plan_or_train_more():
     assert not [a for a in args if a.startswith(("--epochs", "--name"))]  # finish the planned 3 epochs, same file
     more = resume_args(cfg.with_values({"epochs": 5, "name": "q2"}), "ck/q.safetensors", meta)
     assert "--epochs=4" in more and "--name=q2" in more  # 4 more after the 1 done: 5 in all
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint_that_resumes(mini_cifar, tmp_path):
+    """`kill` (SIGTERM), as a container's stop or a scheduler sends it, saves like Ctrl-C: a mid-run checkpoint
+    that RE_TRAIN finishes, not a run lost back to its last epoch."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": ROOT, "CUDA_VISIBLE_DEVICES": "", "VICREG_CACHE": str(tmp_path / "cache"),
+           "VICREG_DATA": mini_cifar, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "vicreg", "TRAIN", "--epochs", "3", "--batch_size", "32",
+                          "--train_subset", "128", "--knn_test", "0", "--threads", "1", "--name", "term"],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics, t0 = tmp_path / "checkpoints" / "term.metrics.jsonl", time.time()
+    try:
+        while time.time() - t0 < 300 and p.poll() is None:
+            if metrics.exists() and '"step": 2,' in metrics.read_text():
+                break
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    out = out.replace("\r", "\n")
+    assert p.returncode == 0 and "stopping after this step" in out and "stopped: stopped at epoch" in out, out
+    meta = load_checkpoint(str(tmp_path / "checkpoints" / "term.safetensors")).meta
+    assert 2 <= meta["step"] < 12 and not meta["complete"]
+    r = cli("RE_TRAIN", "--model_path", "checkpoints/term.safetensors", cwd=tmp_path,
+            env_extra={"VICREG_CACHE": str(tmp_path / "cache"), "VICREG_DATA": mini_cifar})
+    assert r.returncode == 0, r.stderr
+    assert read_meta(str(tmp_path / "checkpoints" / "term.safetensors"))["step"] == 12

@@ -64,10 +64,10 @@ def _rank() -> int:
 
 
 def _stop_signals(stop: threading.Event) -> dict:
-    """Ctrl-C (and, under torchrun, SIGTERM) finishes the step and saves. One process: a second Ctrl-C
-    aborts without saving. Under torchrun the launcher forwards its own SIGINT/SIGTERM to every worker
-    right after the terminal's, so a repeat only re-requests the stop; the ranks agree on the step, and
-    torchrun's shutdown timeout (--shutdown_timeout, 30 s) is the hard stop."""
+    """Ctrl-C or SIGTERM (what `kill`, a container's stop and a job scheduler send) finishes the step and
+    saves. One process: a second one aborts without saving. Under torchrun the launcher forwards its own
+    SIGINT/SIGTERM to every worker right after the terminal's, so a repeat only re-requests the stop; the
+    ranks agree on the step, and torchrun's shutdown timeout (--shutdown_timeout, 30 s) is the hard stop."""
     from tqdm import tqdm
 
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -84,8 +84,7 @@ def _stop_signals(stop: threading.Event) -> dict:
 
     if threading.current_thread() is not threading.main_thread():
         return {}
-    signals = (signal.SIGINT, signal.SIGTERM) if world > 1 else (signal.SIGINT,)
-    return {s: signal.signal(s, on_signal) for s in signals}
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _run_training(cfg, resume: str | None) -> int:
