@@ -72,8 +72,7 @@ def throughput(cfg: TrainConfig, data: Dataset, steps: int = 0) -> float:
     """Training images/s of one config's step (augmentation of all its views + forward + backward +
     update) on random batches, after 3 warm-up steps; no logging, no checkpoints. With progressive
     resizing, the rate over the whole run: each view side's rate, over its equal part of the run."""
-    if cfg.augment.view_sizes:
-        sides = [int(s) for s in cfg.augment.view_sizes.split("-")]
+    if sides := cfg.augment.view_sides():
         rates = [_rate(cfg, data, steps, side) for side in sides]
         return len(rates) / sum(1 / r for r in rates)
     return _rate(cfg, data, steps, cfg.augment.view_side())

@@ -108,11 +108,19 @@ class AugmentConfig:
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
+    def view_sides(self) -> list[int]:
+        """The progressive-resizing schedule `view_sizes` ("16-24-32") as sides, [] without one; the one
+        place that reads that string, so a bad one fails the same way everywhere."""
+        parts = self.view_sizes.split("-") if self.view_sizes else []
+        if not all(p.isdigit() and 0 < int(p) <= self.size for p in parts):
+            raise ValueError(f"augment.view_sizes must be view sides from 1 to {self.size} joined by '-' "
+                             f"(e.g. 16-24-32), got {self.view_sizes!r}")
+        return [int(p) for p in parts]
+
     def view_side(self, epoch: int | None = None, epochs: int = 1) -> int:
         """The training views' side in epoch `epoch` (0-based) of `epochs`; without an epoch, the last one
         (what Explore shows as a training view)."""
-        if self.view_sizes:
-            sides = [int(s) for s in self.view_sizes.split("-")]
+        if sides := self.view_sides():
             return sides[-1 if epoch is None else min(len(sides) - 1, epoch * len(sides) // max(epochs, 1))]
         return self.view_size or self.size
 
@@ -179,10 +187,7 @@ class TrainConfig:
         if self.augment.view_size < 0 or self.augment.view_size > self.augment.size:
             raise ValueError(f"augment.view_size must be 0 (= size) or at most {self.augment.size}, "
                              f"got {self.augment.view_size}")
-        sides = self.augment.view_sizes.split("-") if self.augment.view_sizes else []
-        if not all(s.isdigit() and 0 < int(s) <= self.augment.size for s in sides):
-            raise ValueError(f"augment.view_sizes must be view sides from 1 to {self.augment.size} joined by '-' "
-                             f"(e.g. 16-24-32), got {self.augment.view_sizes!r}")
+        self.augment.view_sides()
         if not 2 <= self.augment.views <= MAX_VIEWS:
             raise ValueError(f"augment.views must be between 2 and {MAX_VIEWS} (VICReg compares at least two views of "
                              f"each image), got {self.augment.views}")

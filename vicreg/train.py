@@ -174,8 +174,8 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Di
     )
     if cfg.augment.views != 2:  # pairs/s then counts images: each brings `views` views
         run.notes.append(f"{cfg.augment.views} views of each image, {cfg.augment.view_size or cfg.augment.size} px")
-    if cfg.augment.view_sizes:
-        run.notes.append(f"view sides {cfg.augment.view_sizes.replace('-', ' → ')} px over equal parts of the run")
+    if sides := cfg.augment.view_sides():
+        run.notes.append(f"view sides {' → '.join(map(str, sides))} px over equal parts of the run")
     if d.active:
         run.notes.append(f"{d.world} processes ({d.backend}): global batch {cfg.batch_size} = "
                          f"{cfg.batch_size // d.world} per rank; BatchNorm synced in the projector"
