@@ -26,7 +26,7 @@ from vicreg.report import EvalReport
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_CHECKPOINT, SHIPPED_SAMPLE = DEFAULT_CHECKPOINT, SAMPLE
-PROVISIONAL_VERSION = "v2"  # bump when the provisional files' layout changes
+PROVISIONAL_VERSION = "v3"  # bump when the provisional files' layout changes
 
 
 class AppError(RuntimeError):
@@ -162,7 +162,8 @@ def _build(cifar_root: str, folder: str) -> None:
     raw = make_checkpoint(Dataset(train, test, full.classes, "sample"), work, DEFAULT_MODEL)
     ckpt = os.path.join(folder, DEFAULT_MODEL + SUFFIX)
     provenance = {"command": "provisional test fixture (bench/harness.py)", "commit": "none", "data": "CIFAR-10",
-                  "epochs": 1, "pairs_seen": 64, "wall_seconds": 1.0, "hardware": "cpu", "trained_at": "now"}
+                  "epochs": 1, "images_seen": 64, "views_seen": 128, "wall_seconds": 1.0, "hardware": "cpu",
+                  "trained_at": "now"}
     pack_checkpoint(load_checkpoint(raw), ckpt, {"provenance": provenance})  # the report is added below
     rt = make_runtime("cpu", "fp32", threads=1)
     model, cfg, _ = load_model(ckpt, rt)

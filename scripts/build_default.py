@@ -1,10 +1,10 @@
 """Release step for the shipped default model (not a test): pack a trained checkpoint for the demo
 and build the embedded CIFAR-10 sample the app uses when no dataset is present.
 
-    python scripts/build_default.py --checkpoint checkpoints/cpu90.safetensors \\
-        --report runs/cpu90_eval.json --baseline runs/random_eval.json \\
-        --command "python -m vicreg TRAIN --preset cpu90" --commit <sha> --hardware "..." \\
-        --out checkpoints/cpu90.safetensors --sample assets/cifar10_sample.npz
+    python scripts/build_default.py --checkpoint checkpoints/cpu150.safetensors \\
+        --report runs/cpu150_eval.json --baseline runs/random_eval.json \\
+        --command "python -m vicreg TRAIN --preset cpu150" --commit <sha> --hardware "..." \\
+        --out checkpoints/cpu150.safetensors --sample assets/cifar10_sample.npz
 
 - the checkpoint is packed (backbone only, fp16, metadata kept; `vicreg.checkpoint.pack_checkpoint`)
   with its provenance and its EVALUATE reports (`python -m vicreg EVALUATE ... --output report.json`)
@@ -50,15 +50,25 @@ def provenance(args, ckpt) -> dict:
     metrics = os.path.splitext(args.checkpoint)[0] + ".metrics.jsonl"
     if os.path.exists(metrics):
         rows = read_metrics(metrics)  # a killed run's torn last line is skipped
-        ends = [r for r in rows if r.get("kind") == "end"]
-        starts = [r for r in rows if r.get("kind") == "start"]
-        wall = sum(r["elapsed"] for r in ends) if ends else None
-        spe = starts[0]["steps_per_epoch"] if starts else None
+        # each start (a fresh run or a resume) opens a segment; a segment's last `elapsed` is its training
+        # time, also for one stopped without an end row (steps after its last save are not counted: the
+        # history says what was trained again)
+        segments: list[float] = []
+        for r in rows:
+            if r.get("kind") == "start":
+                segments.append(0.0)
+                spe = spe or r["steps_per_epoch"]
+            elif segments and "elapsed" in r:
+                segments[-1] = max(segments[-1], r["elapsed"])
+        wall = round(sum(segments), 1) if segments else None
     history = open(args.history).read().splitlines() if args.history else []
     return {
         "command": args.command, "commit": args.commit, "hardware": args.hardware, "history": history,
         "data": args.data_note, "epochs": meta["epoch"], "steps": meta["step"],
-        "pairs_seen": meta["step"] * cfg["batch_size"], "steps_per_epoch": spe, "wall_seconds": wall,
+        # a step takes `batch_size` images, each seen as `views` augmented views (2: a pair)
+        "images_seen": meta["step"] * cfg["batch_size"],
+        "views_seen": meta["step"] * cfg["batch_size"] * cfg.get("augment", {}).get("views", 2),
+        "steps_per_epoch": spe, "wall_seconds": wall,
         "trained_at": datetime.datetime.fromtimestamp(meta.get("saved_at", time.time()),
                                                       datetime.timezone.utc).isoformat(),
     }

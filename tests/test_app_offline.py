@@ -22,6 +22,7 @@ from app_fixtures import (  # noqa: F401
 from PIL import Image
 
 from vicreg.checkpoint import read_meta
+from vicreg.config import DEFAULT_MODEL
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -35,9 +36,9 @@ def test_offline_first_start(offline_app, demo_pair, tmp_path):  # noqa: F811
     # the stored report, at once
     summary, per_class, confusion, result = c.predict(checkpoint=demo_pair[0], api_name="/evaluation_stored")
     rep = read_meta(demo_pair[0])["report"]
-    assert result["results"]["cpu90"]["linear_top1"] == rep["linear_top1"] and result["stored"] is True
+    assert result["results"][DEFAULT_MODEL]["linear_top1"] == rep["linear_top1"] and result["stored"] is True
     assert result["results"]["random init"]["knn_top1"] == rep["baseline"]["knn_top1"]
-    assert f"| cpu90 | **{100 * rep['linear_top1']:.1f}%** |" in summary
+    assert f"| {DEFAULT_MODEL} | **{100 * rep['linear_top1']:.1f}%** |" in summary
     # the sample's map, at once
     with np.load(demo_pair[1], allow_pickle=False) as z:
         umap, test_x, features = z["umap"], z["test_x"], z["features"].astype(np.float32)

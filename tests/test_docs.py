@@ -73,7 +73,9 @@ def test_model_card_matches_the_shipped_metadata():
         meta = json.load(f)
     card = read(os.path.join(ROOT, "docs", "model_card.md"))
     assert f"**{meta['provenance']['epochs']} epochs**" in card
-    assert f"{meta['provenance']['pairs_seen']:,}" in card and f"{meta['provenance']['steps']:,}" in card
+    prov = meta["provenance"]
+    assert f"{prov['images_seen']:,} images" in card and f"{prov['views_seen']:,} views" in card
+    assert f"{prov['steps']:,} steps" in card
     assert f"{100 * meta['report']['linear_top1']:.2f} %" in card
     assert f"{100 * meta['report']['knn_top1']:.2f} %" in card
     assert meta["packed"] is True

@@ -16,7 +16,7 @@ from vicreg.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from vicreg.config import ModelConfig, TrainConfig
+from vicreg.config import DEFAULT_MODEL, ModelConfig, TrainConfig
 from vicreg.model import VICReg
 
 pytestmark = pytest.mark.reliability
@@ -167,7 +167,8 @@ def test_a_sidecar_behind_its_checkpoint_is_a_crash_trace_and_is_accepted(tmp_pa
 
 
 def test_the_shipped_checkpoint_agrees_with_its_sidecar():
-    ckpt = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "cpu90.safetensors")
+    ckpt = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                        f"{DEFAULT_MODEL}.safetensors")
     if not os.path.isfile(ckpt):
         pytest.skip("no shipped checkpoint in this checkout")
     assert os.path.isfile(ckpt[: -len(".safetensors")] + ".json")

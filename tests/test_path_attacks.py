@@ -26,7 +26,7 @@ from app_fixtures import KNOBS, demo_pair, offline_app  # noqa: F401
 from leaks import scan
 
 from vicreg.checkpoint import CheckpointError, save_checkpoint
-from vicreg.config import ModelConfig, TrainConfig
+from vicreg.config import DEFAULT_MODEL, ModelConfig, TrainConfig
 from vicreg.jobs import TrainingJob
 from vicreg.names import checkpoint_stem
 
@@ -223,7 +223,8 @@ def test_handlers_refuse_paths_and_names(tmp_path, secret_checkpoint, demo_pair,
     before, default = snapshot(w), demo_pair[0]
     opened.clear()  # from here on: the app only (planting and snapshots open the files themselves)
     listed = [p for _, p in h.header.refresh(None)["choices"]]
-    assert sorted(map(os.path.basename, listed)) == ["alias.safetensors", "cpu90.safetensors", "inside.safetensors"]
+    assert sorted(map(os.path.basename, listed)) == sorted(["alias.safetensors", f"{DEFAULT_MODEL}.safetensors",
+                                                           "inside.safetensors"])
     png = str(tmp_path / "cache" / "x.png")
     os.makedirs(os.path.dirname(png), exist_ok=True)
     Image.new("RGB", (32, 32), "red").save(png)
@@ -293,7 +294,7 @@ def test_api_refuses_paths_and_names(offline_app, secret_checkpoint, demo_pair):
     before, default = snapshot(w), offline_app.default
     c = Client(offline_app.url, verbose=False)
     listed = [os.path.basename(p) for _, p in c.predict(checkpoint=None, api_name="/checkpoints")["choices"]]
-    assert sorted(listed) == ["alias.safetensors", "cpu90.safetensors", "inside.safetensors"]
+    assert sorted(listed) == sorted(["alias.safetensors", f"{DEFAULT_MODEL}.safetensors", "inside.safetensors"])
     api = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
     path_params = {"checkpoint", "resume_checkpoint", "name", "filename", "repo_id", "image"}
     png = os.path.join(w["out"], "..", "upload.png")

@@ -21,11 +21,12 @@ pub = importlib.util.module_from_spec(SPEC)
 sys.modules["publish_space"] = pub  # dataclasses look their module up there
 SPEC.loader.exec_module(pub)
 
+SHIPPED, SIDECAR = pub.SHIPPED[:2]  # the shipped default model and its sidecar
 SECRET = "correct horse battery staple"
 NEVER = (".venv", "venv", "__pycache__", ".pytest_cache", ".gradio", ".cache", "runs", "data", "flagged", ".git")
 # the smallest project copy the rules can be shown on: the shipped model, its sidecar, some code
 MINIMAL = ("app.py", "README.md", "requirements.txt", ".gitattributes", ".gitignore", "checkpoints/.gitkeep",
-           "checkpoints/cpu90.safetensors", "checkpoints/cpu90.json", "vicreg/config.py")
+           SHIPPED, SIDECAR, "vicreg/config.py")
 
 
 class NoNetwork:
@@ -119,12 +120,12 @@ def test_dry_run_of_this_checkout_is_small_and_clean(monkeypatch, capsys):
     plan = pub.plan(ROOT)
     files = [rel for rel, _ in plan.files]
     for rel in ("app.py", "README.md", "requirements.txt", ".gitattributes", "LICENSE", "docs/model_card.md",
-                "assets/cifar10_sample.npz", "checkpoints/cpu90.safetensors", "checkpoints/cpu90.json"):
+                "assets/cifar10_sample.npz", SHIPPED, SIDECAR):
         assert rel in files, rel
     for rel in files:
         assert not set(rel.split("/")) & set(NEVER), rel
         assert not rel.startswith("tests/artifacts/") and not rel.endswith((".pyc", ".metrics.jsonl")), rel
-        assert not rel.endswith(pub.CHECKPOINT_SUFFIXES) or rel == "checkpoints/cpu90.safetensors", rel
+        assert not rel.endswith(pub.CHECKPOINT_SUFFIXES) or rel == SHIPPED, rel
     assert plan.total <= 60_000_000
     # every file is listed with its size, then the total
     for rel, size in plan.files:
@@ -140,8 +141,8 @@ def test_the_shipped_default_is_the_apps_default():
 
 @pytest.mark.parametrize("rel, kept", [
     ("app.py", True), ("vicreg/train.py", True), ("docs/space.md", True), ("assets/cifar10_sample.npz", True),
-    ("checkpoints/cpu90.safetensors", True), ("checkpoints/cpu90.json", True), ("tests/test_cli.py", True),
-    ("checkpoints/cpu90.metrics.jsonl", False), ("checkpoints/my_model.safetensors", False),
+    (SHIPPED, True), (SIDECAR, True), ("tests/test_cli.py", True),
+    (SIDECAR.replace(".json", ".metrics.jsonl"), False), ("checkpoints/my_model.safetensors", False),
     ("checkpoints/my_model.json", False), ("assets/model.pth", False), ("sub/.venv/x.py", False),
     ("ui/__pycache__/layout.cpython-311.pyc", False), ("runs/x.json", False), ("data/x.png", False),
     ("tests/artifacts/a.png", False), (".cache/vicreg/x.npz", False), ("services/.env", False),
@@ -195,18 +196,18 @@ def test_git_checkout_files_pass_the_same_rule(tmp_path):
 
 def test_a_full_checkpoint_in_place_of_the_default_is_refused(tmp_path, monkeypatch, capsys):
     root = copy_project(tmp_path / "proj")
-    full_checkpoint(root, "checkpoints/cpu90.safetensors")
+    full_checkpoint(root, SHIPPED)
     with pytest.raises(pub.PublishError, match=r"full \(resumable\) checkpoint"):
         pub.plan(root)
     monkeypatch.setattr(pub, "HfApi", NoNetwork)  # refused before any Hub call, dry run or not
     assert pub.main(["alice/studio", "--folder", root]) == 2
     err = capsys.readouterr().err
-    assert "checkpoints/cpu90.safetensors is a full (resumable) checkpoint" in err and "Traceback" not in err
+    assert f"{SHIPPED} is a full (resumable) checkpoint" in err and "Traceback" not in err
 
 
 def test_a_sidecar_claiming_the_full_format_is_refused(tmp_path):
     root = copy_project(tmp_path / "proj")
-    side = os.path.join(root, "checkpoints", "cpu90.json")
+    side = os.path.join(root, SIDECAR)
     with open(side) as f:
         meta = json.load(f)
     meta["packed"] = False
@@ -214,7 +215,7 @@ def test_a_sidecar_claiming_the_full_format_is_refused(tmp_path):
         json.dump(meta, f)
     with pytest.raises(pub.PublishError, match="cannot be shipped.*sidecar"):
         pub.plan(root)
-    write(root, "checkpoints/cpu90.safetensors", b"not a checkpoint")
+    write(root, SHIPPED, b"not a checkpoint")
     with pytest.raises(pub.PublishError, match="cannot be shipped"):
         pub.plan(root)
 

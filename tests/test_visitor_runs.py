@@ -10,11 +10,12 @@ from services.settings import Settings
 from services.studio import Studio
 from services.visitors import PREFIX, VisitorRuns, prune, visitor_name, visitor_runs
 from ui.layout import Handlers
+from vicreg.config import DEFAULT_MODEL
 from vicreg.jobs import TrainingJob
 
 MB = 1024 * 1024
-OTHERS = ("cpu90.safetensors", "cpu90.json", "admin_run.safetensors", "admin_run.json", "admin_run.metrics.jsonl",
-          "visitorish.safetensors", "visitor-notes.txt")
+OTHERS = (f"{DEFAULT_MODEL}.safetensors", f"{DEFAULT_MODEL}.json", "admin_run.safetensors", "admin_run.json",
+          "admin_run.metrics.jsonl", "visitorish.safetensors", "visitor-notes.txt")
 
 
 def others(folder) -> dict:
@@ -40,7 +41,7 @@ def test_names():
     a, b = visitor_name("my run"), visitor_name("my run")
     assert a.startswith("visitor-my_run-") and len(a) == len("visitor-my_run-") + 6 and a != b
     assert visitor_name("visitor-x").startswith("visitor-x-")  # not visitor-visitor-
-    for hostile in ("../../etc/passwd", "cpu90", "", None, ".hidden", "a/b\\c", "x\nnewline", "é" * 300):
+    for hostile in ("../../etc/passwd", DEFAULT_MODEL, "", None, ".hidden", "a/b\\c", "x\nnewline", "é" * 300):
         name = visitor_name(hostile)
         assert name.startswith(PREFIX) and "/" not in name and "\\" not in name and "." not in name, name
         assert len(name) <= 60 and name.isascii() and name.isprintable()
@@ -81,10 +82,10 @@ def test_five_visitor_runs_in_a_row(tmp_path, demo_pair):  # noqa: F811
     admin's checkpoint and other files stay; nothing is deleted while a run is in progress."""
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    shipped = folder / "cpu90.safetensors"  # the shipped model, in its usual folder
+    shipped = folder / f"{DEFAULT_MODEL}.safetensors"  # the shipped model, in its usual folder
     shutil.copy(demo_pair[0], shipped)
     if os.path.isfile(demo_pair[0][: -len(".safetensors")] + ".json"):
-        shutil.copy(demo_pair[0][: -len(".safetensors")] + ".json", folder / "cpu90.json")
+        shutil.copy(demo_pair[0][: -len(".safetensors")] + ".json", folder / f"{DEFAULT_MODEL}.json")
     before, repo_model = others(folder), os.stat(demo_pair[0]).st_mtime_ns
     studio = Studio(Settings(data_root=demo_pair[1], sample=demo_pair[1], default_checkpoint=str(shipped),
                              checkpoint_dir=str(folder), cache_dir=str(tmp_path / "cache"), host="0.0.0.0", threads=1,

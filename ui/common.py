@@ -14,8 +14,8 @@ log = logging.getLogger("vicreg.app")
 
 # Friendly labels of vicreg.config.PRESETS; only presets that exist are offered.
 PRESET_LABELS = {"quick_demo": "Quick CPU demo", "cpu30": "30-minute CPU recipe",
-                 "cpu90": "Default model recipe (about 90 min on a 2-core CPU)",
-                 "cpu150": "Multi-view recipe (4 views of 16 px, about 2.5 h on a 2-core CPU)",
+                 "cpu90": "Previous default model's recipe (two views, about 90 min on a 2-core CPU)",
+                 "cpu150": "Default model recipe (4 views of 16 px, about 2 h on a 2-core CPU)",
                  "full": "Full CIFAR-10 recipe"}
 CUSTOM = "custom"
 # The Train tab's knobs, as TrainConfig field names (dotted for nested ones). The tab, its Start handler and the

@@ -308,10 +308,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 32-px ones, so the budget sees more pairs, and the fully-convolutional backbone still
     # evaluates on 32-px images (docs/recipes.md has the search that chose this).
     "cpu90": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=7, warmup_epochs=0.5, augment=dict(view_size=24)),
-    # About 2.5 hours on a 2-core AMX CPU: multi-view VICReg (vicreg.loss.multiview_loss), 4 views of 16 px per
-    # image from crops of 25-75 % of it, with LARS. In equal-compute short runs (docs/recipes.md) LARS beat AdamW
-    # by 2 points and 4 x 16-px views beat the 24-px pair by 2.6 more; 6 views, progressive resizing and AdamW
-    # with many views lost.
+    # The shipped default (116 min on a 2-core AMX CPU, 75.4 % linear probe): multi-view VICReg
+    # (vicreg.loss.multiview_loss), 4 views of 16 px per image from crops of 25-75 % of it, with LARS. In
+    # equal-compute short runs (docs/recipes.md) LARS beat AdamW by 2 points and 4 x 16-px views beat the 24-px
+    # pair by 2.6 more; 6 views, progressive resizing and AdamW with many views lost.
     "cpu150": dict(optimizer="lars", lr=0.3, batch_size=64, epochs=12, warmup_epochs=1,
                    augment=dict(views=4, view_size=16, scale=(0.25, 0.75))),
     # The paper's CIFAR-10 recipe shape (LARS, batch 128, 20 epochs by default; more on a GPU).
@@ -326,4 +326,4 @@ PRESETS: dict[str, dict[str, Any]] = {
 QUICK = "quick_demo"  # the recipe a visitor may run and the app offers first
 # The recipe that trained the shipped default model: its preset, run and checkpoint name
 # (checkpoints/<name>.safetensors).
-DEFAULT_MODEL = "cpu90"
+DEFAULT_MODEL = "cpu150"
