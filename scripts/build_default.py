@@ -51,8 +51,8 @@ def provenance(args, ckpt) -> dict:
     if os.path.exists(metrics):
         rows = read_metrics(metrics)  # a killed run's torn last line is skipped
         # each start (a fresh run or a resume) opens a segment; a segment's last `elapsed` is its training
-        # time, also for one stopped without an end row (steps after its last save are not counted: the
-        # history says what was trained again)
+        # time, also for one stopped without an end row: step rows carry `elapsed` too, so steps trained after
+        # the last save and lost to a kill count as spent (they are trained again; the history says which)
         segments: list[float] = []
         for r in rows:
             if r.get("kind") == "start":

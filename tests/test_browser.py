@@ -64,10 +64,27 @@ def playwright():
     return sync_playwright()
 
 
+def launch(p, attempts: int = 3):
+    """Chromium, started by playwright `p`. A launch that dies before its first page (a starved or briefly
+    overloaded machine) is tried again after a pause; the last failure is reported with chromium's own log,
+    only its error lines (less the D-Bus ones a container always prints), so the cause shows in a short CI excerpt."""
+    text: list[str] = []
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            time.sleep(5 * attempt)
+        try:
+            return p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=120_000)
+        except Exception as e:  # playwright's Error/TargetClosedError; nothing else is raised here
+            text = str(e).splitlines() or [repr(e)]
+    said = [ln for ln in text if ("[err]" in ln and "dbus" not in ln) or "process did exit" in ln]
+    pytest.fail(f"chromium at {CHROMIUM} did not start ({attempts} tries): {text[0]}\n" + "\n".join(said[-25:]),
+                pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def page(offline_app):  # noqa: F811
     with playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(p)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(60_000)
         pg.goto(offline_app.url)

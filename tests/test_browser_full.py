@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from app_fixtures import demo_pair, offline_env, start_app  # noqa: F401
 from PIL import Image
-from test_browser import ARGS, ART, CHROMIUM, MAP_POINTS, all_cores, playwright, wait_for  # noqa: F401
+from test_browser import ART, MAP_POINTS, all_cores, launch, playwright, wait_for  # noqa: F401
 
 STATUS = "#explore-status"
 VIEWS = "() => ['#explore-view1 img', '#explore-view2 img'].every(s => document.querySelector(s))"
@@ -46,7 +46,7 @@ def test_views_first_then_the_full_bank_then_a_warm_restart(full_cifar_root, dem
     os.makedirs(ART, exist_ok=True)
     times = {}
     with browser() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        chromium = launch(p)
         page = chromium.new_page(viewport={"width": 1400, "height": 1000})
         app = start_app(env, str(tmp_path / "cold.log"))
         try:

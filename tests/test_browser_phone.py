@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from app_fixtures import demo_pair, offline_env, start_app  # noqa: F401
 from PIL import Image
-from test_browser import ARGS, ART, CHROMIUM, CLASSES, all_cores, playwright, wait_for  # noqa: F401
+from test_browser import ART, CLASSES, all_cores, launch, playwright, wait_for  # noqa: F401
 
 from vicreg.names import checkpoint_stem
 
@@ -50,7 +50,7 @@ def public_app(tmp_path_factory, demo_pair):  # noqa: F811
 @pytest.fixture(scope="module")
 def browser():
     with playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = launch(p)
         yield b
         b.close()
 
