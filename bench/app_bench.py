@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from bench.harness import ROOT, AppProcess, demo_files
+from vicreg.data import read_packed
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -43,8 +44,8 @@ def first_start_env(folder: str, checkpoint: str, sample: str) -> dict:
 
 
 def photos(sample: str, n: int, folder: str) -> list[str]:
-    with np.load(sample, allow_pickle=False) as z:
-        test_x = z["test_x"]
+    z = read_packed(sample)
+    test_x = z["test_x"]
     out = []
     for k, i in enumerate(np.linspace(0, len(test_x) - 1, n).round().astype(int)):
         im = Image.fromarray(test_x[i].transpose(1, 2, 0)).resize((200, 150), Image.BICUBIC)

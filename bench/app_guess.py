@@ -22,12 +22,13 @@ from bench.harness import demo_files
 from services.settings import Settings
 from services.studio import Studio
 from ui.explore_handlers import ExploreHandlers
+from vicreg.data import read_packed
 
 
 def upload_all(checkpoint: str, sample: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(true labels, guessed labels, class names) for the sample's training images, one upload each."""
-    with np.load(sample, allow_pickle=False) as z:
-        images, labels, classes = z["train_x"], z["train_y"], json.loads(str(z["classes"]))
+    z = read_packed(sample)
+    images, labels, classes = z["train_x"], z["train_y"], json.loads(str(z["classes"]))
     if limit:
         images, labels = images[:limit], labels[:limit]
     with tempfile.TemporaryDirectory() as tmp:

@@ -42,7 +42,7 @@ class Where:
 
     checkpoint: str
     data: str
-    sample: bool  # the embedded 2,000-image sample
+    sample: bool  # the embedded sample's test images
     points: int | None
 
 
@@ -64,7 +64,7 @@ class BankStore:
 
     def where(self, checkpoint: str, data: str | None = None) -> Where:
         """The data in use gets the first `map_points` evenly spaced test images; the sample standing
-        in for it, all of its 2,000."""
+        in for it, all of its test images."""
         data = data or self.data.path()
         sample = os.path.abspath(data) == os.path.abspath(self.data.sample)
         return Where(checkpoint, data, sample, self.map_points if data == self.data.path() else None)

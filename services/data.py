@@ -1,5 +1,5 @@
 """Where the app's images come from: the configured CIFAR-10 copy when it is there, otherwise the
-embedded 2,000 + 2,000 image sample (with the default model's precomputed features and map).
+embedded sample (2,000 training and 6,000 test images, with the default model's precomputed features and map).
 
 Nothing here touches the network except `download`, which a visitor starts with a button.
 """
@@ -49,12 +49,24 @@ class DataSource:
         self._loading: dict[str, threading.Lock] = {}  # one per path: loading one never blocks another
         self._loaded: dict[str, Dataset] = {}
         self._precomputed: Precomputed | None = None
+        self._sizes: tuple[int, int] | None = None
 
     def full_available(self) -> bool:
         return holds_full_dataset(self.root)
 
     def has_sample(self) -> bool:
         return os.path.isfile(self.sample)
+
+    def sample_sizes(self) -> tuple[int, int]:
+        """(training images, test images) in the embedded sample; (0, 0) without a readable one."""
+        with self._lock:
+            if self._sizes is None:
+                try:
+                    with np.load(self.sample, allow_pickle=False) as z:
+                        self._sizes = (len(z["train_y"]), len(z["test_y"]))
+                except (OSError, ValueError, KeyError):
+                    self._sizes = (0, 0)
+            return self._sizes
 
     def using_sample(self) -> bool:
         return not self.full_available() and self.has_sample()

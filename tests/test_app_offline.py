@@ -23,6 +23,7 @@ from PIL import Image
 
 from vicreg.checkpoint import read_meta
 from vicreg.config import DEFAULT_MODEL
+from vicreg.data import read_packed
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -40,8 +41,8 @@ def test_offline_first_start(offline_app, demo_pair, tmp_path):  # noqa: F811
     assert result["results"]["random init"]["knn_top1"] == rep["baseline"]["knn_top1"]
     assert f"| {DEFAULT_MODEL} | **{100 * rep['linear_top1']:.1f}%** |" in summary
     # the sample's map, at once
-    with np.load(demo_pair[1], allow_pickle=False) as z:
-        umap, test_x, features = z["umap"], z["test_x"], z["features"].astype(np.float32)
+    z = read_packed(demo_pair[1])
+    umap, test_x, features = z["umap"], z["test_x"], z["features"].astype(np.float32)
     status, plot, info = c.predict(checkpoint=demo_pair[0], api_name="/umap_preview")
     pos = map_positions(plot_data(plot))
     assert info["points"] == len(pos) == len(umap) >= 1000 and pos[11] == tuple(np.round(umap[11], 3).tolist())

@@ -22,6 +22,7 @@ from services.settings import ROOT, Settings
 from services.studio import Studio
 from ui.explore_handlers import ExploreHandlers
 from ui.umap_handlers import UmapHandlers
+from vicreg.data import read_packed
 from vicreg.files import atomic_write
 from vicreg.names import checkpoint_stem
 
@@ -63,10 +64,10 @@ def make_studio(folder, packed, demo) -> Studio:
 
 @pytest.fixture(scope="module")
 def sample(demo_pair):  # noqa: F811
-    with np.load(demo_pair[1], allow_pickle=False) as z:
-        feats = z["features"].astype(np.float32)
-        return {"x": z["test_x"], "y": z["test_y"], "umap": z["umap"], "classes": json.loads(str(z["classes"])),
-                "features": feats / np.linalg.norm(feats, axis=1, keepdims=True)}
+    z = read_packed(demo_pair[1])
+    feats = z["features"].astype(np.float32)
+    return {"x": z["test_x"], "y": z["test_y"], "umap": z["umap"], "classes": json.loads(str(z["classes"])),
+            "features": feats / np.linalg.norm(feats, axis=1, keepdims=True)}
 
 
 def nearest(features, emb, k=8, drop=None):
@@ -93,13 +94,13 @@ def test_neighbours_from_the_sample_then_from_the_full_bank(tmp_path, packed_cif
     emb = np.asarray(early.info["embedding"], dtype=np.float32)
     order, _ = nearest(sample["features"], emb)
     assert [n["index"] for n in early.info["neighbours"]] == order and order[0] == 17  # the sample's own rows
-    assert "from the embedded sample's 2,000 test images until the full test set's feature bank is ready" \
-        in early.status and "Nearest of the embedded sample&#x27;s 2,000 test images for now" in early.neighbours
+    assert "from the embedded sample's 6,000 test images until the full test set's feature bank is ready" \
+        in early.status and "Nearest of the embedded sample&#x27;s 6,000 test images for now" in early.neighbours
     assert "on the embedded sample's map" in early.status and early.info["map_xy"] is not None
     assert gate.started.wait(60) and gate.calls == [("services.bank_child", 19)]  # at the lowest priority, held
     line, timer = h.background(ckpt)
     assert line.startswith("⏳ Building the feature bank of the test images in the background (") and timer.active
-    assert line.endswith("Until it is ready, neighbours and guesses come from the embedded sample's 2,000 test images.")
+    assert line.endswith("Until it is ready, neighbours and guesses come from the embedded sample's 6,000 test images.")
     gate.open.set()
     final = list(replies)[-1]
     line, timer = h.background(ckpt)
@@ -140,7 +141,7 @@ def test_another_checkpoint_gets_the_samples_bank_first(tmp_path, packed_cifar, 
     studio.maps.wait(studio.maps.stage(MAP, ckpt))
     assert [m for m, _ in gate.calls] == ["services.bank_child"] * 2 + ["services.umap_fit"]
     stand_in = studio.maps.store.bank(studio.maps.stand_in(ckpt))  # computed, not stored in the sample
-    assert stand_in.features.shape[0] == 2000 and studio.maps.store.coords(studio.maps.stand_in(ckpt)) is None
+    assert stand_in.features.shape[0] == 6000 and studio.maps.store.coords(studio.maps.stand_in(ckpt)) is None
     assert studio.maps.best(ckpt).index.features.shape[0] == 200 and not studio.maps.best(ckpt).stand_in
 
 
@@ -162,7 +163,7 @@ def test_umap_shows_the_samples_map_until_the_full_one(tmp_path, packed_cifar, d
     h = UmapHandlers(studio)
     early = h.preview(ckpt, None)
     assert early.result["stand_in"] is True and early.result["points"] == len(sample["umap"])
-    assert early.status.startswith(f"**{checkpoint_stem(ckpt)}**: 2,000 of the embedded CIFAR-10 sample's test "
+    assert early.status.startswith(f"**{checkpoint_stem(ckpt)}**: 6,000 of the embedded CIFAR-10 sample's test "
                                    "images · standing in until the map of the full test set, which is being built in "
                                    "the background (")
     assert gate.started.wait(60)

@@ -6,11 +6,12 @@ gets every output at once. The seconds are printed (run with -s to see them)."""
 import os
 import time
 
-import numpy as np
 import pytest
 from app_fixtures import demo_pair, offline_env, start_app  # noqa: F401
 from PIL import Image
 from test_browser import ART, MAP_POINTS, all_cores, launch, playwright, wait_for  # noqa: F401
+
+from vicreg.data import read_packed
 
 STATUS = "#explore-status"
 VIEWS = "() => ['#explore-view1 img', '#explore-view2 img'].every(s => document.querySelector(s))"
@@ -39,9 +40,9 @@ def wait_text(page, selector: str, text: str, timeout: float = 300) -> None:
 
 @pytest.mark.full_data
 def test_views_first_then_the_full_bank_then_a_warm_restart(full_cifar_root, demo_pair, tmp_path):  # noqa: F811
-    with np.load(demo_pair[1], allow_pickle=False) as z:
-        Image.fromarray(z["test_x"][42].transpose(1, 2, 0)).resize((200, 150), Image.BICUBIC).save(
-            tmp_path / "photo.jpg", "JPEG", quality=90)
+    z = read_packed(demo_pair[1])
+    Image.fromarray(z["test_x"][42].transpose(1, 2, 0)).resize((200, 150), Image.BICUBIC).save(
+        tmp_path / "photo.jpg", "JPEG", quality=90)
     env = offline_env(str(tmp_path), demo_pair, VICREG_DATA=full_cifar_root, VICREG_APP_THREADS="0")
     os.makedirs(ART, exist_ok=True)
     times = {}
@@ -56,11 +57,11 @@ def test_views_first_then_the_full_bank_then_a_warm_restart(full_cifar_root, dem
             assert FULL_TITLE not in page.locator("#explore-neighbours").inner_text()  # views before the bank
             wait_text(page, "#explore-neighbours", "Nearest of the embedded sample")
             times["sample neighbours"] = time.time() - t0
-            assert "from the embedded sample's 2,000 test images until the full test set's feature bank is ready" in \
+            assert "from the embedded sample's 6,000 test images until the full test set's feature bank is ready" in \
                 page.locator(STATUS).inner_text()
             page.screenshot(path=os.path.join(ART, "browser_full_sample_neighbours.png"), full_page=True)
             page.get_by_role("tab", name="UMAP").click()  # the sample's map meanwhile, saying so
-            assert wait_for(page, MAP_POINTS, lambda n: n > 0, timeout=60, what="the sample's map") == 2000
+            assert wait_for(page, MAP_POINTS, lambda n: n > 0, timeout=60, what="the sample's map") == 6000
             assert "standing in until the map of the full test set" in page.locator("#umap-status").inner_text()
             page.get_by_role("tab", name="Explore").click()
             wait_text(page, "#explore-neighbours", FULL_TITLE)

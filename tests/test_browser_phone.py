@@ -15,12 +15,12 @@ import io
 import os
 import time
 
-import numpy as np
 import pytest
 from app_fixtures import demo_pair, offline_env, start_app  # noqa: F401
 from PIL import Image
 from test_browser import ART, CLASSES, all_cores, launch, playwright, wait_for  # noqa: F401
 
+from vicreg.data import read_packed
 from vicreg.names import checkpoint_stem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,8 +97,8 @@ def test_phone_explore_first_one_column_header_and_everything_fits(browser, publ
     assert label.evaluate("e => e.scrollWidth <= e.clientWidth")
     fits(page)
     print(f"\nphone-header.png: {save(page.screenshot(), 'phone-header.png') / 1024:.0f} KB")
-    with np.load(demo_pair[1], allow_pickle=False) as z:
-        photo = Image.fromarray(z["test_x"][42].transpose(1, 2, 0)).resize((200, 150), Image.BICUBIC)
+    z = read_packed(demo_pair[1])
+    photo = Image.fromarray(z["test_x"][42].transpose(1, 2, 0)).resize((200, 150), Image.BICUBIC)
     photo.save(tmp_path / "phone_photo.jpg", "JPEG", quality=90)
     page.locator("#explore-upload input[type=file]").set_input_files(str(tmp_path / "phone_photo.jpg"))
     page.wait_for_selector("#explore-status:has-text('Map position')", timeout=120_000)

@@ -282,8 +282,8 @@ def test_one_dataset_loading_blocks_neither_another_nor_loads_twice(cifar_root, 
         t.start()
     while not calls:
         gate.wait(0.01)
-    assert len(src.dataset(SAMPLE).test) == 2000 and src.precomputed() is not None and not src.loaded()
+    assert len(src.dataset(SAMPLE).test) == 6000 and src.precomputed() is not None and not src.loaded()
     gate.set()
     for t in loaders:
         t.join(30)
-    assert src.loaded() and len(src.dataset().test) == 2000 and len(calls) == 1
+    assert src.loaded() and len(src.dataset().test) == 6000 and len(calls) == 1

@@ -19,7 +19,7 @@ from ui.layout import Handlers
 from ui.train_handlers import preset_knobs, progress_html
 from vicreg.checkpoint import FORMAT, read_meta
 from vicreg.config import DEFAULT_MODEL, MAX_VIEWS, PRESETS, TrainConfig
-from vicreg.data import load_packed
+from vicreg.data import load_packed, read_packed
 from vicreg.jobs import TrainingJob
 from vicreg.report import REPORT_KEYS
 
@@ -50,8 +50,7 @@ def setup(tmp_path_factory, demo_pair):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def sample(demo_pair):  # noqa: F811
-    with np.load(demo_pair[1], allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return read_packed(demo_pair[1])
 
 
 @pytest.fixture(scope="module")
@@ -266,11 +265,11 @@ def test_evaluate_without_dataset_says_how(setup, demo_pair):  # noqa: F811
 
 def test_umap_preview_is_the_samples_map(setup, demo_pair, sample):  # noqa: F811
     out = setup[0].umap.preview(demo_pair[0], None)
-    assert out.result["points"] == 2000 and out.result["sample"] is True and out.result["marker"] is None
+    assert out.result["points"] == 6000 and out.result["sample"] is True and out.result["marker"] is None
     traces = json.loads(out.plot.plot)["data"]
     got = {int(t.split("#")[1]): (x, y) for tr in traces for x, y, t in zip(tr["x"], tr["y"], tr["text"], strict=True)}
     want = np.round(sample["umap"], 3)
-    assert len(got) == 2000 and all(got[i] == (want[i, 0], want[i, 1]) for i in range(0, 2000, 7))
+    assert len(got) == 6000 and all(got[i] == (want[i, 0], want[i, 1]) for i in range(0, 6000, 7))
 
 
 def test_map_with_a_star_is_the_fresh_figure(setup, demo_pair):  # noqa: F811
@@ -379,9 +378,10 @@ def test_imports_change_no_global_state():
 
 def test_the_shipped_model_guesses_most_embedded_training_images():
     """Offline, through the Explore handler, the shipped model's kNN guess is right for most of the embedded
-    sample's 2,000 training images (none is in the neighbour bank of the sample's test images). Measured with
-    `python -m bench.app_guess` on an Intel Xeon with AMX: cpu150 64.75 %, the previous default cpu90 57.45 %.
-    The floor leaves 15 guesses of room for other CPUs' bf16 rounding."""
+    sample's 2,000 training images (none is in the neighbour bank of the sample's 6,000 test images). Measured
+    with `python -m bench.app_guess` on an AMD EPYC: cpu150 67.25 % (64.75 % on an Intel Xeon with AMX when the
+    sample held 2,000 test images; the previous default cpu90 57.45 % then). The floor leaves 15 guesses of
+    room for other CPUs' bf16 rounding."""
     from bench.app_guess import upload_all
     from services.settings import DEFAULT_CHECKPOINT, SAMPLE
 
@@ -391,4 +391,4 @@ def test_the_shipped_model_guesses_most_embedded_training_images():
     assert len(true) == len(guess) == 2000 and len(classes) == 10
     right = true == guess
     per_class = {c: round(float(right[true == k].mean()), 3) for k, c in enumerate(classes)}
-    assert right.mean() >= 0.64, (right.mean(), per_class)
+    assert right.mean() >= 0.665, (right.mean(), per_class)

@@ -83,7 +83,8 @@ class ExploreHandlers:
         if not path:
             return "", gr.Timer(active=False)
         maps = self.studio.maps
-        text, busy = background_line(maps.stand_in(path) is not None, maps.stage(BANK, path), maps.stage(MAP, path))
+        stand_in = self.studio.data.sample_sizes()[1] if maps.stand_in(path) is not None else 0
+        text, busy = background_line(stand_in, maps.stage(BANK, path), maps.stage(MAP, path))
         return text, gr.Timer(active=busy)
 
     def example_indices(self) -> list[int]:

@@ -90,7 +90,8 @@ def progress_text(st: Stage | None) -> str:
 
 def bank_title(bank: Bank) -> str:
     if bank.stand_in:
-        return ("Nearest of the embedded sample's 2,000 test images for now (class · cosine similarity · sample #); "
+        return (f"Nearest of the embedded sample's {len(bank.index.labels):,} test images for now (class · cosine "
+                "similarity · sample #); "
                 "the full test set's follow when its feature bank is ready")
     return "Nearest test images (class · cosine similarity · test #)"
 
@@ -103,8 +104,9 @@ def neighbours_line(shown: Bank | None, bank: Stage | None) -> str:
     if shown is None:
         return f"⏳ Neighbours and guess: waiting for the feature bank of the test images ({progress_text(bank)})."
     if shown.stand_in:
-        return msg("Neighbours and guess: from the embedded sample's 2,000 test images until the full test set's "
-                   f"feature bank is ready ({progress_text(bank)}); they will update by themselves.", "info")
+        return msg(f"Neighbours and guess: from the embedded sample's {len(shown.index.labels):,} test images "
+                   f"until the full test set's feature bank is ready ({progress_text(bank)}); they will update by "
+                   "themselves.", "info")
     return ""
 
 
@@ -120,14 +122,16 @@ def map_line(shown: Bank | None, mapping: Stage | None) -> str:
     return f"⏳ Map position: fitting the map of the test images ({progress_text(mapping)})."
 
 
-def background_line(stand_in: bool, bank: Stage | None, mapping: Stage | None) -> tuple[str, bool]:
-    """(a line on the feature bank and map being built for the checkpoint, whether that work goes on)."""
+def background_line(stand_in: int, bank: Stage | None, mapping: Stage | None) -> tuple[str, bool]:
+    """(a line on the feature bank and map being built for the checkpoint, whether that work goes on);
+    `stand_in`: how many of the embedded sample's test images answer meanwhile (0: none do)."""
     if bank is not None and bank.state == FAILED or mapping is not None and mapping.state == FAILED:
         what = "feature bank" if bank is not None and bank.state == FAILED else "map"
         return msg(f"The {what} of the test images could not be built. The details are in the server log.",
                    "error"), False
     if bank is not None and not bank.done:
-        meanwhile = ("Until it is ready, neighbours and guesses come from the embedded sample's 2,000 test images."
+        meanwhile = (f"Until it is ready, neighbours and guesses come from the embedded sample's {stand_in:,} test "
+                     "images."
                      if stand_in else "Explore's neighbours wait for it.")
         return f"⏳ Building the feature bank of the test images in the background ({progress_text(bank)}). " + \
             meanwhile, True

@@ -59,8 +59,10 @@ class HeaderHandlers:
         if not data.using_sample():
             return DataOut(msg("No CIFAR-10 data and no embedded sample on this server. " + DATA_HELP, "warn"),
                            gr.update(visible=not data.root.endswith(".npz")))
-        return DataOut(msg("Data: the embedded sample of 2,000 training and 2,000 test CIFAR-10 images (the full "
-                           "dataset is not here). Neighbours, the map and the Quick demo use it. " + DATA_HELP, "info"),
+        n_train, n_test = data.sample_sizes()
+        return DataOut(msg(f"Data: the embedded sample of {n_train:,} training and {n_test:,} test CIFAR-10 images "
+                           "(the full dataset is not here). Neighbours, the map and the Quick demo use it. "
+                           + DATA_HELP, "info"),
                        gr.update(visible=not data.root.endswith(".npz")))
 
     def download(self, secret=None, progress=PROGRESS) -> DataOut:

@@ -6,6 +6,7 @@ starts in seconds; training then holds the whole set on its device and indexes b
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,8 @@ class Dataset:
     source: str
 
 
-def _list_split(root: str) -> tuple[list[str], list[int], list[str]]:
+def list_split(root: str) -> tuple[list[str], list[int], list[str]]:
+    """(image paths, labels, classes) of one split folder, in the order the dataset holds them."""
     classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
     if not classes:
         raise DataError(f"{root} has no class folders; expected {root}/<class>/<image>.jpg")
@@ -91,7 +93,7 @@ def load_image_file(path: str, size: int) -> np.ndarray:
 
 
 def _decode_split(root: str, size: int, progress=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    paths, labels, classes = _list_split(root)
+    paths, labels, classes = list_split(root)
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
 
     def work(i: int) -> None:
@@ -148,13 +150,56 @@ def _from_arrays(arrays: dict, classes: list[str], source: str) -> Dataset:
     )
 
 
+def encode_images(images: np.ndarray, sources: list[bytes | None] | None = None) -> dict[str, np.ndarray]:
+    """(N, 3, S, S) uint8 -> the two arrays a packed .npz may hold instead of `x`: every image's file
+    bytes end to end (`bytes`) and where each ends (`ends`). An image's source file is kept as it is
+    when it decodes to exactly its pixels (CIFAR-10's JPEG copy: about a third of the raw size, and
+    no second lossy step); any other image is stored as PNG, which is lossless."""
+    from PIL import Image
+
+    chunks = []
+    for i, chw in enumerate(images):
+        src = sources[i] if sources is not None else None
+        if src is None or not np.array_equal(decode_image(src), chw):
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(chw.transpose(1, 2, 0))).save(buf, "PNG", optimize=True)
+            src = buf.getvalue()
+        chunks.append(np.frombuffer(src, dtype=np.uint8))
+    return {"bytes": np.concatenate(chunks) if chunks else np.zeros(0, np.uint8),
+            "ends": np.cumsum([len(c) for c in chunks], dtype=np.int64)}
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """One encoded image file -> (3, H, W) uint8 RGB, as it is (no resizing)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _decode_packed(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    starts = np.concatenate([[0], ends[:-1]])
+    return np.stack([decode_image(data[a:b].tobytes()) for a, b in zip(starts, ends, strict=True)])
+
+
+def read_packed(path: str) -> dict[str, np.ndarray]:
+    """Every array of a packed .npz (no pickle), with `train_x` / `test_x` as (N, 3, S, S) uint8 whether
+    the file holds them raw or encoded (`<name>_bytes` and `<name>_ends`, see encode_images)."""
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    for name in ("train_x", "test_x"):
+        if name not in out and f"{name}_bytes" in out and f"{name}_ends" in out:
+            out[name] = _decode_packed(out.pop(f"{name}_bytes"), out.pop(f"{name}_ends"))
+    return out
+
+
 def load_packed(path: str) -> Dataset:
-    """A dataset packed in one .npz (no pickle): uint8 train_x / test_x shaped (N, 3, S, S), int
-    train_y / test_y, and `classes` as a JSON list. The decode cache and the app's embedded CIFAR-10
-    sample both use this layout; other arrays in the file are ignored."""
+    """A dataset packed in one .npz (no pickle): uint8 train_x / test_x shaped (N, 3, S, S) (raw, or
+    encoded as read_packed reads them), int train_y / test_y, and `classes` as a JSON list. The decode
+    cache and the app's embedded CIFAR-10 sample both use this layout; other arrays are ignored."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y", "classes")}
+        packed = read_packed(path)
+        arrays = {k: packed[k] for k in ("train_x", "train_y", "test_x", "test_y", "classes")}
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"{os.path.basename(path)} is not a packed dataset (.npz with train_x, train_y, test_x, "
                         f"test_y and classes): {e}") from None
