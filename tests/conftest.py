@@ -1,7 +1,8 @@
 """Real CIFAR-10 images for the tests, and the `full_data` marker.
 
 Every data fixture comes from the embedded sample, assets/cifar10_sample.npz (2,000 train + 6,000 test real
-CIFAR-10 images: the first 200 train and 600 test of each class, class-sorted), so the suite runs on a fresh clone, offline:
+CIFAR-10 images: the first 200 train and 600 test of each class, class-sorted), so the suite runs on a fresh
+clone, offline:
 - `cifar`: the sample as a vicreg.data.Dataset (loads in milliseconds).
 - `cifar_root`: the sample as an image folder, <split>/<class>/NNNN.png (lossless, so it decodes to exactly
   `cifar`; NNNN is the image's rank in its class, as in the full copy), for the app, uploads and files.

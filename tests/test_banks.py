@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from app_fixtures import demo_pair, trained_checkpoint  # noqa: F401
 from PIL import Image
 
@@ -22,7 +23,7 @@ from services.settings import ROOT, Settings
 from services.studio import Studio
 from ui.explore_handlers import ExploreHandlers
 from ui.umap_handlers import UmapHandlers
-from vicreg.data import read_packed
+from vicreg.data import Split, even_subset, read_packed
 from vicreg.files import atomic_write
 from vicreg.names import checkpoint_stem
 
@@ -149,11 +150,12 @@ def test_another_checkpoint_gets_the_samples_bank_first(tmp_path, packed_cifar, 
 def test_a_test_image_leaves_itself_out_of_the_samples_bank(tmp_path, packed_cifar, demo_pair, sample):  # noqa: F811
     studio, ckpt = make_studio(tmp_path, packed_cifar, demo_pair), demo_pair[0]  # the gate stays shut
     h = ExploreHandlers(studio)
-    replies = h.test_stream(3, ckpt)  # the packed set's test image 3 is the sample's test image 30
+    replies = h.test_stream(3, ckpt)  # the packed set holds 200 evenly spaced test images of the sample
+    row = int(even_subset(Split(torch.from_numpy(sample["x"]), torch.from_numpy(sample["y"])), 200)[1][3])
     answer = [r for r in (next(replies), next(replies)) if r.info["neighbours"]][0]
     emb = np.asarray(answer.info["embedding"], dtype=np.float32)
-    order, sims = nearest(sample["features"], emb, drop=30)
-    assert sims[30] > 0.999 and [n["index"] for n in answer.info["neighbours"]] == order
+    order, sims = nearest(sample["features"], emb, drop=row)
+    assert row == 90 and sims[row] > 0.999 and [n["index"] for n in answer.info["neighbours"]] == order
     assert "leave-one-out" in answer.status and "from the embedded sample's" in answer.status
 
 

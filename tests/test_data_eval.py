@@ -1,3 +1,4 @@
+import io
 import json
 import math
 import os
@@ -63,6 +64,61 @@ def test_packed_dataset_errors_never_try_a_download(tmp_path, monkeypatch):
     np.savez(tmp_path / "other.npz", train_x=np.zeros((2, 3, 4, 4), np.uint8), classes=np.asarray(json.dumps(["a"])))
     with pytest.raises(DataError, match="other.npz is not a packed dataset"):
         load_dataset(str(tmp_path / "other.npz"))
+
+
+def test_packed_images_stored_as_files_decode_exactly(tmp_path):
+    """encode_images keeps a source file that decodes to exactly its pixels and stores any other image as
+    PNG; read_packed and load_packed give back the very pixels either way."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(images[0].transpose(1, 2, 0)).save(buf, "JPEG", quality=75)
+    jpeg = buf.getvalue()
+    images[0] = data_mod.decode_image(jpeg)  # a JPEG file's own pixels: kept as it is
+    lossy = io.BytesIO()
+    Image.fromarray(images[1].transpose(1, 2, 0)).save(lossy, "JPEG", quality=50)  # not images[1]'s pixels
+    enc = data_mod.encode_images(images, [jpeg, lossy.getvalue(), None, None, None])
+    ends = enc["ends"].tolist()
+    assert enc["bytes"][: ends[0]].tobytes() == jpeg
+    assert enc["bytes"][ends[0]: ends[1]].tobytes().startswith(b"\x89PNG")  # the lossy source is not used
+    labels = np.arange(5) % 2
+    np.savez(tmp_path / "enc.npz", train_x_bytes=enc["bytes"], train_x_ends=enc["ends"], train_y=labels,
+             test_x=images[:2], test_y=labels[:2], classes=np.asarray(json.dumps(["a", "b"])))
+    packed = data_mod.read_packed(str(tmp_path / "enc.npz"))
+    assert "train_x_bytes" not in packed and np.array_equal(packed["train_x"], images)
+    ds = load_dataset(str(tmp_path / "enc.npz"))
+    assert torch.equal(ds.train.images, torch.from_numpy(images)) and ds.train.labels.tolist() == labels.tolist()
+    bad = enc["bytes"].copy()
+    bad[ends[1]:] = 0  # the PNGs after the second image corrupted
+    np.savez(tmp_path / "bad.npz", train_x_bytes=bad, train_x_ends=enc["ends"], train_y=labels, test_x=images[:2],
+             test_y=labels[:2], classes=np.asarray(json.dumps(["a", "b"])))
+    with pytest.raises(DataError, match="bad.npz is not a packed dataset"):
+        load_dataset(str(tmp_path / "bad.npz"))
+
+
+def test_the_embedded_sample_holds_its_images_as_files(cifar):
+    """The shipped sample: 200 training and 600 test images per class, stored as their files (a third of the
+    raw size), decoding to whole images."""
+    from services.settings import SAMPLE
+
+    with np.load(SAMPLE, allow_pickle=False) as z:
+        assert {"train_x_bytes", "test_x_bytes"} <= set(z.files) and "test_x" not in z.files
+        assert z["test_x_bytes"].nbytes < 0.4 * 6000 * 3 * 32 * 32
+    assert cifar.train.images.shape == (2000, 3, 32, 32) and cifar.test.images.shape == (6000, 3, 32, 32)
+    assert torch.bincount(cifar.train.labels).tolist() == [200] * 10
+    assert torch.bincount(cifar.test.labels).tolist() == [600] * 10
+    assert 100 < cifar.test.images.float().mean() < 140  # real photos, not blank or noise
+
+
+@pytest.mark.full_data
+def test_the_embedded_sample_is_the_datasets_own_pixels(full_cifar):
+    from services.settings import SAMPLE
+
+    z = data_mod.read_packed(SAMPLE)
+    for split, name in ((full_cifar.train, "train"), (full_cifar.test, "test")):
+        rows = torch.from_numpy(z[f"{name}_index"])
+        assert torch.equal(split.images[rows], torch.from_numpy(z[f"{name}_x"]))
+        assert split.labels[rows].tolist() == z[f"{name}_y"].tolist()
 
 
 def test_bad_folders_say_what_to_do(tmp_path):

@@ -107,7 +107,9 @@ def test_training_step_equals_the_reference_step_within_bf16():
     t_ref, g_ref = _step_grads(ref, v_a, v_b, rt)
     _, g_32 = _step_grads(ref, v_a, v_b, rt32)
     # layer4's forward is a matrix product too: the same sums in another order, so equal up to bf16 rounding
-    assert t_fast.total != t_ref.total
+    # (on some CPUs exactly equal), and the product is what ran
+    out = fast.backbone.layer4[1].conv2(torch.randn(2, 512, 4, 4, requires_grad=True))
+    assert out.grad_fn.name() != "ConvolutionBackward0"
     torch.testing.assert_close(t_fast.total, t_ref.total, rtol=2e-3, atol=0)
     layer4 = [n for n in g_ref if n.startswith("backbone.layer4") and n.endswith("conv2.weight")]
     assert layer4
