@@ -44,8 +44,7 @@ def first_start_env(folder: str, checkpoint: str, sample: str) -> dict:
 
 
 def photos(sample: str, n: int, folder: str) -> list[str]:
-    z = read_packed(sample)
-    test_x = z["test_x"]
+    test_x = read_packed(sample)["test_x"]
     out = []
     for k, i in enumerate(np.linspace(0, len(test_x) - 1, n).round().astype(int)):
         im = Image.fromarray(test_x[i].transpose(1, 2, 0)).resize((200, 150), Image.BICUBIC)
