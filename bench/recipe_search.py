@@ -39,8 +39,9 @@ def _value(cfg: TrainConfig, key: str, value: str):
     return value
 
 
-def parse_run(spec: str, base: TrainConfig) -> tuple[TrainConfig, int | None]:
-    """A run's config and its own number of training images (None: the search's)."""
+def parse_run(spec: str, base: TrainConfig, keep_schedule: bool = False) -> tuple[TrainConfig, int | None]:
+    """A run's config and its own number of training images (None: the search's). `keep_schedule`: a preset
+    keeps its own epochs, images and monitor (bench/visitor_run.py trains presets as they are)."""
     items = [item.split("=", 1) for item in filter(None, spec.split(","))]
     if any(len(item) != 2 for item in items):
         raise SystemExit(f"--run {spec!r}: every item must be field=value")
@@ -49,7 +50,8 @@ def parse_run(spec: str, base: TrainConfig) -> tuple[TrainConfig, int | None]:
         name = items.pop(0)[1]
         if name not in PRESETS:
             raise SystemExit(f"--run {spec!r}: unknown preset {name!r} (one of {', '.join(PRESETS)})")
-        run_fields = ("data", "checkpoint_dir", "knn_test", "threads", "epochs", "name", "train_subset")
+        run_fields = ("data", "checkpoint_dir", "threads", "name") + (
+            () if keep_schedule else ("knn_test", "epochs", "train_subset"))
         cfg = TrainConfig.from_preset(name).updated({k: getattr(base, k) for k in run_fields})
     for key, value in items:
         if key in ("pairs", "images"):

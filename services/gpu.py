@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Callable, Mapping
 
-from vicreg.chunks import ChunkCall, ChunkPlan, in_fresh_process, run_chunk
+from vicreg.chunks import ChunkCall, ChunkPlan, Refusal, in_fresh_process, run_chunk
 
 from . import exposure
 
@@ -71,6 +72,22 @@ def gpu_decorator(duration: float | Callable[..., float], env: Mapping[str, str]
     return lambda fn: fn
 
 
+# ZeroGPU's daily GPU time (Hugging Face's ZeroGPU documentation): 2 minutes for anonymous visitors, 5 for free
+# accounts. A call that asks for more than is left is refused at once, with "…quota… (60s requested vs. 30s left)".
+LEFT = re.compile(r"(\d+(?:\.\d+)?)\s*s\s+left", re.IGNORECASE)
+QUOTA_WHY = ("your ZeroGPU quota for today is used up (Hugging Face gives anonymous visitors about 2 GPU minutes a "
+             "day and free accounts 5): log in to Hugging Face for more, or come back later")
+
+
+def quota_refusal(error: BaseException) -> Refusal | None:
+    """A ZeroGPU quota refusal (and the seconds it says are left), or None for any other failure."""
+    text = str(error)
+    if "quota" not in text.lower() and type(error).__name__ != "ZeroGPUQuotaExceeded":
+        return None
+    left = LEFT.search(text)
+    return Refusal(float(left.group(1)) if left else None, QUOTA_WHY)
+
+
 def _call_seconds(_cfg: dict, _resume: str | None, seconds: float, *_args, **_kwargs) -> float:
     """ZeroGPU's duration for a call: the `seconds` it was given (spaces passes it run_chunk's arguments,
     which chunks.py gives by position)."""
@@ -89,5 +106,6 @@ def chunk_plan(cache_dir: str | None = None, env: Mapping[str, str] | None = Non
         call: ChunkCall = gpu_decorator(_call_seconds, env)(run_chunk)
         if call is run_chunk:  # no `spaces` package, so no GPU calls to make: train in one piece
             return None
-        return ChunkPlan(seconds, call=call, cache_dir=cache_dir, zero_gpu=True)
+        return ChunkPlan(seconds, call=call, cache_dir=cache_dir, zero_gpu=True, refused=quota_refusal,
+                         shortest=MIN_CHUNK_SECONDS)
     return ChunkPlan(seconds, call=in_fresh_process, cache_dir=cache_dir)

@@ -11,6 +11,7 @@ from vicreg.data import Dataset
 from .catalog import Catalog
 from .data import DataSource
 from .images import Decoded, decode_image
+from .live_map import LiveMap
 from .maps import MapStore
 from .models import FileHashes, ModelCache
 from .reports import ReportStore
@@ -29,6 +30,7 @@ class Studio:
         self.reports = ReportStore(self.models, self.data, s.cache_dir, self.heavy)
         self.catalog = Catalog(s.checkpoint_dir, s.default_checkpoint)
         self.access = s.access()
+        self.live_map = LiveMap(os.path.join(s.cache_dir, "live-map"))  # the Train tab's map of the monitor's images
         self.visitors = VisitorRuns(s.checkpoint_dir, s.visitor_keep, s.visitor_mb)  # what is kept of visitors' runs
 
     @classmethod

@@ -13,6 +13,7 @@ from plotly.utils import PlotlyJSONEncoder
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 CONFUSION_HOVER = "true %{y}<br>predicted %{x}<br>%{customdata:.0f} images (%{z:.1%})<extra></extra>"
 MAX_POINTS = 1500  # per live-chart trace; older steps are thinned
+REFERENCE = "#c4c4c4"  # the reference run's curves, behind the live ones
 
 
 def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
@@ -37,18 +38,37 @@ def empty(title: str, note: str = "no run yet", height: int = 260) -> go.Figure:
     return _layout(fig, height, title)
 
 
-def loss_figure(steps) -> go.Figure:
+def _series(steps, *fields: str) -> tuple:
+    return _thin([s.step for s in steps], *([getattr(s, f) for s in steps] for f in fields))
+
+
+def _reference_note(fig: go.Figure, reference) -> None:
+    """The grey curves' legend: which run they are."""
+    if reference is not None:
+        fig.add_annotation(text=f"grey: {reference.label}", showarrow=False, xref="paper", yref="paper", x=1, y=1.13,
+                           xanchor="right", font=dict(size=11, color=REFERENCE))
+
+
+def loss_figure(steps, reference=None) -> go.Figure:
+    """The total loss and its three terms; `reference` (services/reference.py) drawn in grey behind them."""
     if not steps:
         return empty("Loss")
-    x, tot, inv, var, cov = _thin([s.step for s in steps], [s.loss for s in steps], [s.invariance for s in steps],
-                                  [s.variance for s in steps], [s.covariance for s in steps])
+    fields = ("loss", "invariance", "variance", "covariance")
     titles = ("total loss", "invariance (MSE, unweighted)", "variance (hinge on std, unweighted)",
               "covariance (off-diagonal, unweighted)")
     fig = make_subplots(rows=2, cols=2, subplot_titles=titles, vertical_spacing=0.16, horizontal_spacing=0.08)
+    cells = [(1, 1), (1, 2), (2, 1), (2, 2)]
+    if reference is not None and reference.steps:
+        x, *ys = _series(reference.steps, *fields)
+        for (r, c), y in zip(cells, ys, strict=True):
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=REFERENCE, width=1.4),
+                                     name="reference"), r, c)
+    x, *ys = _series(steps, *fields)
     colours = ("#222", "#1f77b4", "#2ca02c", "#d62728")
-    for (r, c), y, col in zip([(1, 1), (1, 2), (2, 1), (2, 2)], (tot, inv, var, cov), colours, strict=True):
+    for (r, c), y, col in zip(cells, ys, colours, strict=True):
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=col, width=1.6), name="loss"), r, c)
     fig.update_xaxes(title_text="step", row=2)
+    _reference_note(fig, reference)
     return _layout(fig, 430)
 
 
@@ -61,31 +81,86 @@ def lr_figure(steps) -> go.Figure:
     return _layout(fig, 260, "Learning rate")
 
 
-def health_figure(steps, batch_size: int | None = None) -> go.Figure:
+def health_figure(steps, batch_size: int | None = None, reference=None) -> go.Figure:
     """Per-dimension std and effective rank of the embeddings: both fall when the model collapses."""
     if not steps:
         return empty("Embedding std / effective rank")
-    x, std, rank = _thin([s.step for s in steps], [s.emb_std for s in steps], [s.eff_rank for s in steps])
     rank_title = f"effective rank (max {batch_size})" if batch_size else "effective rank"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("mean per-dimension std (target 1)", rank_title))
-    fig.add_trace(go.Scatter(x=x, y=std, mode="lines", line=dict(color="#2ca02c")), 1, 1)
-    fig.add_trace(go.Scatter(x=x, y=rank, mode="lines", line=dict(color="#ff7f0e")), 1, 2)
+    if reference is not None and reference.steps:
+        x, std, rank = _series(reference.steps, "emb_std", "eff_rank")
+        for col, y in ((1, std), (2, rank)):
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=REFERENCE), name="reference"), 1, col)
+    x, std, rank = _series(steps, "emb_std", "eff_rank")
+    fig.add_trace(go.Scatter(x=x, y=std, mode="lines", line=dict(color="#2ca02c"), name="std"), 1, 1)
+    fig.add_trace(go.Scatter(x=x, y=rank, mode="lines", line=dict(color="#ff7f0e"), name="rank"), 1, 2)
     fig.add_hline(y=1.0, line_dash="dot", line_color="#999", row=1, col=1)
     fig.update_yaxes(rangemode="tozero")
     fig.update_xaxes(title_text="step")
+    _reference_note(fig, reference)
     return _layout(fig, 280)
 
 
-def knn_figure(epochs) -> go.Figure:
-    pts = [(e.epoch, e.knn_top1) for e in epochs if e.knn_top1 is not None]
-    if not pts:
-        return empty("kNN top-1 per epoch", "appears after the first epoch" if not epochs else "kNN monitor disabled")
-    fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[100 * p[1] for p in pts], mode="lines+markers",
-                               line=dict(color="#17becf")))
+def _accuracy_points(watches, epochs) -> tuple[list, list]:
+    """(guess points, kNN points) as (step, %) from the monitor's events; both start at the untrained step 0."""
+    guess = [(w.step, 100 * w.guess) for w in watches if w.guess is not None]
+    knn = [(w.step, 100 * w.knn_top1) for w in watches if w.knn_top1 is not None]
+    knn += [(e.step, 100 * e.knn_top1) for e in epochs if e.knn_top1 is not None]
+    return guess, knn
+
+
+ACCURACY_TITLE = "Learning: accuracy of the guess"
+
+
+def accuracy_figure(watches, epochs, reference=None) -> go.Figure:
+    """Explore's guess on the monitor's images (vicreg/watch.py) and the per-epoch kNN, each with its
+    untrained figure (step 0) as a dashed baseline, and the reference run's curves in grey behind them."""
+    guess, knn = _accuracy_points(watches, epochs)
+    if not guess and not knn:
+        return empty(ACCURACY_TITLE, "appears when the run starts" if watches is not None else "monitor off")
+    fig = go.Figure()
+    if reference is not None:
+        for pts in _accuracy_points(reference.watches, reference.epochs):
+            if pts:
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
+                                         line=dict(color=REFERENCE, width=1.4), name="reference"))
+    n = next((w.images for w in watches if w.guess is not None), 0)
+    for pts, colour, name in ((guess, "#17becf", f"Explore's guess ({n} test images)"),
+                              (knn, "#9467bd", "kNN top-1 (k=200), per epoch")):
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
+                                 line=dict(color=colour)))
+        if pts[0][0] == 0:
+            fig.add_hline(y=pts[0][1], line_dash="dash", line_color=colour, opacity=0.6,
+                          annotation_text=f"untrained {pts[0][1]:.1f} %", annotation_position="bottom right")
     fig.add_hline(y=10, line_dash="dot", line_color="#999", annotation_text="chance")
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_yaxes(title_text="%", range=[0, max(40, 100 * max(p[1] for p in pts) + 5)])
-    return _layout(fig, 260, "kNN top-1 per epoch")
+    top = max(p[1] for p in guess + knn)
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(title_text="% right", range=[0, max(50, top + 8)])
+    _reference_note(fig, reference)
+    _layout(fig, 300, ACCURACY_TITLE)
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.25, x=0))
+    return fig
+
+
+def live_map_figure(state, images: int = 0) -> go.Figure:
+    """The monitor's test images at the latest refresh (services/live_map.py), one colour per class."""
+    title = "Classes separating: the monitor's test images"
+    if state is None:
+        return empty(title, "appears when the run starts" if images else "monitor off", height=380)
+    fig = go.Figure()
+    for c, name in enumerate(state.classes):
+        m = state.labels == c
+        fig.add_trace(go.Scatter(x=np.round(state.coords[m, 0], 2).tolist(), y=np.round(state.coords[m, 1], 2).tolist(),
+                                 mode="markers", name=name, marker=dict(size=5, color=PALETTE[c % 10], opacity=0.8),
+                                 hovertemplate=f"{name}<extra></extra>"))
+    when = "untrained" if state.step == 0 else f"step {state.step}"
+    _layout(fig, 380, f"{title} · map {state.count} ({when})")
+    fig.update_layout(showlegend=True, legend=dict(itemsizing="constant"), uirevision=None)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, scaleanchor="x")
+    return fig
 
 
 def per_class_figure(classes: list[str], results: dict[str, dict]) -> go.Figure:

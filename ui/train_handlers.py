@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
+from services.reference import reference_for
 from services.studio import Studio
 from services.visitors import visitor_name
 from vicreg.checkpoint import CheckpointError, load_checkpoint
@@ -37,6 +38,7 @@ class PollOut(NamedTuple):
     lr_plot: Any
     health_plot: Any
     knn_plot: Any
+    map_plot: Any
     status: Any
     seen: Any
     checkpoint: Any
@@ -164,11 +166,16 @@ class TrainHandlers:
 
     def poll(self, last_seen, checkpoint, resume_checkpoint) -> PollOut:
         snap = self.job.snapshot()
-        version = [snap.run_id, snap.status, len(snap.steps), len(snap.epochs)]
-        info = status_dict(snap)
+        live = self.studio.live_map
+        if snap.watches:  # the newest monitor point's features, laid out in a child process
+            live.offer(snap.run_id, snap.watches[-1])
+        drawn = live.latest(snap.run_id)
+        version = [snap.run_id, snap.status, len(snap.steps), len(snap.epochs), len(snap.watches),
+                   drawn.count if drawn else 0]
+        info = status_dict(snap, drawn)
         if version == last_seen:
             skip = gr.skip()
-            return PollOut(skip, skip, skip, skip, skip, info, last_seen, skip, skip)
+            return PollOut(skip, skip, skip, skip, skip, skip, info, last_seen, skip, skip)
         bs = snap.start.config.get("batch_size") if snap.start else None
         ck = rs = gr.skip()
         if last_seen is None or last_seen[:2] != version[:2] or last_seen[3] != version[3]:  # new checkpoints?
@@ -178,5 +185,9 @@ class TrainHandlers:
             ck = gr.update(choices=choices, value=self.studio.catalog.preferred(checkpoint, choices))
             rs = gr.update(choices=choices, value=resume_checkpoint if resume_checkpoint in dict(choices).values()
                            else None)
-        return PollOut(progress_html(snap), charts.loss_figure(snap.steps), charts.lr_figure(snap.steps),
-                       charts.health_figure(snap.steps, bs), charts.knn_figure(snap.epochs), info, version, ck, rs)
+        ref = reference_for(snap)
+        watching = snap.start.config.get("watch_images", 0) if snap.start else 1
+        accuracy = charts.accuracy_figure(snap.watches, snap.epochs, ref)
+        return PollOut(progress_html(snap), charts.loss_figure(snap.steps, ref), charts.lr_figure(snap.steps),
+                       charts.health_figure(snap.steps, bs, ref), accuracy, charts.live_map_figure(drawn, watching),
+                       info, version, ck, rs)

@@ -43,8 +43,10 @@ def latest_warning(snap: JobSnapshot) -> str | None:
     return next((s.warning for s in reversed(snap.steps) if s.warning), None)
 
 
-def status_dict(snap: JobSnapshot) -> dict:
+def status_dict(snap: JobSnapshot, drawn=None) -> dict:
+    """What the page and the API poll; `drawn`: the live map's latest state (services/live_map.py)."""
     last, start, end = snap.last, snap.start, snap.end
+    guess = [(w.step, w.guess) for w in snap.watches if w.guess is not None]
     return {
         "run_id": snap.run_id, "status": snap.status, "active": snap.active,
         "run": start.run if start else None, "runtime": start.runtime if start else None,
@@ -57,4 +59,7 @@ def status_dict(snap: JobSnapshot) -> dict:
         "eta_s": snap.eta_seconds(), "knn_top1": [e.knn_top1 for e in snap.epochs], "warning": latest_warning(snap),
         "end": {"status": end.status, "reason": scrub(end.reason), "checkpoint": end.checkpoint} if end else None,
         "processes": snap.processes,
+        "untrained_guess": guess[0][1] if guess and guess[0][0] == 0 else None,
+        "guess": [{"step": s, "guess": g} for s, g in guess],
+        "maps_drawn": drawn.count if drawn else 0,
     }

@@ -42,6 +42,7 @@ class TrainTab:
     lr_plot: gr.Plot
     health_plot: gr.Plot
     knn_plot: gr.Plot
+    map_plot: gr.Plot
     status: gr.JSON
     seen: gr.State
     checkpoint: gr.Dropdown  # the header's, refreshed when a run saves a checkpoint
@@ -196,16 +197,19 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox, preset: gr.Ra
     return tab
 
 
-def _charts() -> tuple[gr.Plot, gr.Plot, gr.Plot, gr.Plot]:
-    """The live charts: loss, learning rate, embedding health, kNN (TrainTab's order)."""
+def _charts() -> tuple[gr.Plot, gr.Plot, gr.Plot, gr.Plot, gr.Plot]:
+    """The live charts: loss, learning rate, embedding health, accuracy, map (TrainTab's order). What learning
+    looks like comes first: the guess's accuracy against the untrained start, and the classes separating."""
+    with gr.Row():
+        knn_plot = gr.Plot(charts.empty(charts.ACCURACY_TITLE), label="Accuracy", elem_id="knn-plot", scale=3)
+        map_plot = gr.Plot(charts.live_map_figure(None, 1), label="Map", elem_id="train-map", scale=2)
     with gr.Row():
         loss_plot = gr.Plot(charts.empty("Loss"), label="Loss", elem_id="loss-plot", scale=3)
         with gr.Column(scale=2):
-            knn_plot = gr.Plot(charts.empty("kNN top-1 per epoch"), label="kNN accuracy", elem_id="knn-plot")
+            health_plot = gr.Plot(charts.empty("Embedding std / effective rank"), label="Embedding health",
+                                  elem_id="health-plot")
             lr_plot = gr.Plot(charts.empty("Learning rate"), label="Learning rate", elem_id="lr-plot")
-    health_plot = gr.Plot(charts.empty("Embedding std / effective rank"), label="Embedding health",
-                          elem_id="health-plot")
-    return loss_plot, lr_plot, health_plot, knn_plot
+    return loss_plot, lr_plot, health_plot, knn_plot, map_plot
 
 
 def _wire(h: TrainHandlers, t: TrainTab, device_md: gr.Markdown) -> None:

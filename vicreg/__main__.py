@@ -127,6 +127,10 @@ def _report(cfg, events, quiet: bool) -> int:
             bar.set_postfix_str(f"ep {ev.epoch + 1} loss {ev.loss:.3f} inv {ev.invariance:.3f} "
                                 f"var {ev.variance:.3f} "
                                 f"cov {ev.covariance:.3f} std {ev.emb_std:.3f} {ev.pairs_per_s:.0f} {unit}")
+        elif ev.kind == "watch":
+            parts = ([f"Explore's guess right for {ev.guess:.1%} of {ev.images} test images"] if ev.guess is not None
+                     else []) + ([f"kNN top-1 {ev.knn_top1:.2%}"] if ev.knn_top1 is not None else [])
+            (bar.write if bar else print)(f"{'untrained' if ev.step == 0 else f'step {ev.step}'}: {', '.join(parts)}")
         elif ev.kind == "epoch":
             knn = f"kNN top-1 {ev.knn_top1:.2%}, " if ev.knn_top1 is not None else ""
             (bar.write if bar else print)(f"epoch {ev.epoch}: {knn}{ev.epoch_seconds:.0f}s, saved {ev.checkpoint}")

@@ -121,6 +121,16 @@ def in_fresh_process(*args) -> Iterator[Event]:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A call that the GPU provider refused before it ran (on ZeroGPU: the visitor's daily GPU quota).
+    `left`: the seconds it would still grant, if it said (a shorter call is then tried once); `why`: what
+    to tell the user, who can resume the saved run later."""
+
+    left: float | None
+    why: str
+
+
+@dataclass(frozen=True)
 class ChunkPlan:
     """How a run is cut: calls of `seconds` (None: no time limit) and at most `steps` steps each (None: no
     step limit; tests cut runs by steps), each made through `call`."""
@@ -130,6 +140,9 @@ class ChunkPlan:
     call: ChunkCall = in_fresh_process
     cache_dir: str | None = None  # where the calls find the decoded dataset (the app's cache folder)
     zero_gpu: bool = False  # the calls are ZeroGPU's GPU calls (the Train tab says so)
+    # which failures of a call are refusals (services/gpu.py reads ZeroGPU's quota errors); None: none are
+    refused: Callable[[BaseException], Refusal | None] | None = None
+    shortest: float = 20.0  # no call shorter than this is asked for (it would train almost nothing)
 
     @property
     def note(self) -> str:
@@ -170,13 +183,15 @@ class _Chunks:
         self.cfg, self.stop, self.plan, self.stop_file = cfg, stop, plan, stop_file
         self.saved, self.epoch, self.step = resume, 0, 0
         self.begun = 0  # the step the latest call started from
+        self.seconds = plan.seconds  # the next call's length: shorter once a refusal said what is left
+        self.refused = False  # the provider refused a call: the run ends, saved, instead of calling again
         self.start: StartEvent | None = None
         self.t0 = time.perf_counter()
 
     def events(self) -> Iterator[Event]:
         while True:
             end = yield from self._call()
-            if end.status != "stopped" or self.stop.is_set():  # finished, failed, or stopped by the user
+            if end.status != "stopped" or self.stop.is_set() or self.refused:  # finished, failed, stopped, refused
                 yield end
                 return
             self.saved = end.checkpoint
@@ -190,7 +205,7 @@ class _Chunks:
         offset, end = time.perf_counter() - self.t0, None
         p = self.plan
         try:
-            for ev in p.call(self.cfg, self.saved, p.seconds, p.steps, self.stop_file, p.cache_dir):
+            for ev in p.call(self.cfg, self.saved, self.seconds, p.steps, self.stop_file, p.cache_dir):
                 if isinstance(ev, StartEvent):
                     self.begun = ev.start_step
                     if self.start is None:
@@ -204,12 +219,26 @@ class _Chunks:
                         self.saved = ev.checkpoint
                     yield dataclasses.replace(ev, elapsed=ev.elapsed + offset)
         except Exception as e:  # the call itself failed (a ZeroGPU quota, a killed process): say so and stop
-            return self._failed(f"{type(e).__name__}: {e}")
+            refusal = p.refused(e) if p.refused else None
+            if refusal is None:
+                return self._failed(f"{type(e).__name__}: {e}")
+            return (yield from self._refused(refusal))
         if end is None:
             return self._failed("it returned no result")
         self.epoch, self.step = end.epoch, end.step
         # a call that failed before saving reports no checkpoint, but the run has the last one saved
         return dataclasses.replace(end, checkpoint=end.checkpoint or self.saved, elapsed=time.perf_counter() - self.t0)
+
+    def _refused(self, refusal: Refusal):
+        """A refused call: once, a shorter one that fits what is left; else the run ends as stopped, saved."""
+        if refusal.left is not None and refusal.left >= self.plan.shortest and self.seconds != refusal.left:
+            self.seconds = refusal.left
+            return (yield from self._call())
+        self.refused = True
+        where = (f"the run is saved in checkpoint {checkpoint_stem(self.saved)}: resume it then" if self.saved
+                 else "nothing was trained yet")
+        return EndEvent("stopped", f"{refusal.why}; {where}", self.saved, self.epoch, self.step,
+                        time.perf_counter() - self.t0)
 
     def _failed(self, why: str) -> EndEvent:
         where = (f"the run is saved in checkpoint {checkpoint_stem(self.saved)}: resume it to go on" if self.saved

@@ -48,6 +48,9 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "log_every": ("log_every", int, "steps between metric read-backs (0: every step on CPU, 25 on GPU)"),
     "knn_train": ("knn_train", int, "per-epoch kNN monitor: training images in its bank"),
     "knn_test": ("knn_test", int, "per-epoch kNN monitor: test images queried (0: off)"),
+    "watch_images": ("watch_images", int, "learning monitor: test images guessed leave-one-out as Explore guesses "
+                     "(0: off)"),
+    "watch_every": ("watch_every", float, "learning monitor: seconds of training between its points"),
     "name": ("name", str, "run name: saved as <checkpoint_dir>/<name>.safetensors"),
     "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS, else "
                        "<VICREG_STORAGE>/checkpoints)"),

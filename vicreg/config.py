@@ -145,6 +145,10 @@ class TrainConfig:
     train_subset: int | None = None  # train on the first N images (quick demos, tests)
     knn_train: int = 5000  # per-epoch kNN monitor: bank size taken from train
     knn_test: int = 1000  # and queries taken from test; 0 disables it
+    # The learning monitor (vicreg/watch.py): Explore's guess over this many test images, each guessed from the
+    # others, before the first step, every `watch_every` seconds of training and after the last; 0 = off.
+    watch_images: int = 0
+    watch_every: float = 20.0
     log_every: int = 0  # 0 = auto: every step on CPU, every 25 steps on GPU (each read-back syncs)
     threads: int = 0  # 0 = the CPUs this process may use (vicreg.runtime.available_cpus)
     data: str = field(default_factory=default_data_root)
@@ -182,6 +186,9 @@ class TrainConfig:
             raise ValueError(f"lr must be positive (or unset for the optimizer's default), got {self.lr}")
         if self.train_subset is not None and self.train_subset < 0:
             raise ValueError(f"train_subset must be 0 (all images) or more, got {self.train_subset}")
+        if self.watch_images < 0 or self.watch_images == 1 or self.watch_every < 0:
+            raise ValueError(f"watch_images must be 0 (off) or at least 2 and watch_every 0 or more seconds, got "
+                             f"{self.watch_images} and {self.watch_every}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be 0 or more, got {self.warmup_epochs}")
         if self.augment.view_size < 0 or self.augment.view_size > self.augment.size:
@@ -300,6 +307,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # training half of the embedded sample, so it runs with no dataset at all.
     "quick_demo": dict(epochs=3, batch_size=64, optimizer="lars", train_subset=2000, knn_train=1000, knn_test=250,
                        warmup_epochs=0.5),
+    "visitor_10min": dict(epochs=15, batch_size=64, optimizer="lars", train_subset=2000, knn_train=1000, knn_test=250,
+                          warmup_epochs=0.5, augment=dict(view_size=16)),
     # 30 minutes on a 2-core AVX-512-bf16 CPU: small batches with a low AdamW rate learn the most per
     # image seen at this budget (docs/recipes.md).
     "cpu30": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=2, train_subset=42000, warmup_epochs=0.1),
@@ -324,6 +333,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": dict(optimizer="lars", batch_size=256, epochs=100, warmup_epochs=10),
 }
 QUICK = "quick_demo"  # the recipe a visitor may run and the app offers first
+VISITOR_LONG = "visitor_10min"  # the longest recipe a visitor may run: it fits the visitor's time limit
 # The recipe that trained the shipped default model: its preset, run and checkpoint name
 # (checkpoints/<name>.safetensors).
 DEFAULT_MODEL = "cpu150"

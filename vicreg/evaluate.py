@@ -45,6 +45,12 @@ def extract_features(
     return torch.cat(out) if out else torch.empty(0)
 
 
+# Explore's class guess for one image (services/neighbours.py) and the training monitor that measures it
+# (vicreg/watch.py): the 20 nearest bank images vote, each with weight exp(similarity / 0.1).
+GUESS_K = 20
+GUESS_T = 0.1
+
+
 def knn_predict(
     bank: Tensor,
     bank_labels: Tensor,
@@ -68,6 +74,26 @@ def knn_predict(
         votes.scatter_add_(1, bank_labels[top_idx], w)
         scores.append(votes)
     return torch.cat(scores)
+
+
+def leave_one_out_guess(features: Tensor, labels: Tensor, num_classes: int, k: int = GUESS_K,
+                        temperature: float = GUESS_T, chunk: int = 1024) -> float:
+    """The share of a labelled set's images whose guess is right when the rest of the set is the bank: what
+    Explore answers for one of its bank images (it leaves that image out), for every image of the set."""
+    feats = F.normalize(features.float(), dim=1)
+    n = feats.shape[0]
+    k = min(k, n - 1)
+    right = 0
+    for i in range(0, n, chunk):
+        sim = feats[i : i + chunk] @ feats.T
+        rows = torch.arange(sim.shape[0])
+        sim[rows, rows + i] = -float("inf")  # the image itself is not its own neighbour
+        top_sim, top_idx = sim.topk(k, dim=1)
+        w = ((top_sim - top_sim[:, :1]) / temperature).exp()  # shifted by the best: the same vote, no overflow
+        votes = torch.zeros(sim.shape[0], num_classes, dtype=w.dtype)
+        votes.scatter_add_(1, labels[top_idx], w)
+        right += int((votes.argmax(1) == labels[i : i + chunk]).sum())
+    return right / max(n, 1)
 
 
 def knn_accuracy(

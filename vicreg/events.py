@@ -1,6 +1,7 @@
 """Typed events yielded by the training engine; the CLI prints them, the app's job polls them."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -57,6 +58,26 @@ class EpochEvent:
 
 
 @dataclass
+class WatchEvent:
+    """A point of the learning monitor (vicreg/watch.py); step 0 is the untrained start."""
+
+    epoch: int  # 0-based epoch the step belongs to
+    step: int  # global steps done when measured
+    guess: float | None  # the share of the monitor's images Explore's guess gets right (None: monitor off)
+    images: int
+    seconds: float  # what this measurement cost
+    train_seconds: float  # training time so far, the monitor's own time left out
+    elapsed: float
+    kind: Literal["watch"] = "watch"
+    knn_top1: float | None = None  # at step 0: the per-epoch kNN monitor's untrained figure, its chart's baseline
+    # the monitor images' backbone features, float16 (N, D), and their labels: for the live map, passed
+    # in memory (and between a chunked run's processes) but never written to the metrics file
+    features: Any = dataclasses.field(default=None, repr=False, compare=False, metadata={"logged": False})
+    labels: Any = dataclasses.field(default=None, repr=False, compare=False, metadata={"logged": False})
+    classes: Any = dataclasses.field(default=None, repr=False, compare=False, metadata={"logged": False})
+
+
+@dataclass
 class EndEvent:
     status: Literal["finished", "stopped", "failed"]
     reason: str
@@ -74,8 +95,10 @@ class EndEvent:
             self.exit_code = 1
 
 
-Event = Union[StartEvent, StepEvent, EpochEvent, EndEvent]
+Event = Union[StartEvent, StepEvent, EpochEvent, WatchEvent, EndEvent]
 
 
 def to_dict(ev: Event) -> dict[str, Any]:
-    return dataclasses.asdict(ev)
+    """The event as its metrics-file line holds it (fields marked not logged left out)."""
+    logged = (f.name for f in dataclasses.fields(ev) if f.metadata.get("logged", True))
+    return {name: copy.deepcopy(getattr(ev, name)) for name in logged}

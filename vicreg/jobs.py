@@ -21,7 +21,7 @@ from typing import Callable
 from .chunks import ChunkPlan, run_chunked
 from .config import TrainConfig
 from .data import Dataset
-from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent
+from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, WatchEvent
 from .launch import run_torchrun
 from .train import train
 
@@ -33,10 +33,12 @@ class JobSnapshot:
     start: StartEvent | None
     steps: list[StepEvent] = field(default_factory=list)
     epochs: list[EpochEvent] = field(default_factory=list)
+    watches: list[WatchEvent] = field(default_factory=list)  # the learning monitor's points, the untrained first
     end: EndEvent | None = None
     owner: str | None = None  # who may stop the run besides an admin (the app's visitor token); never shown
     time_limit: float | None = None  # seconds after which the run stops by itself
     processes: int = 1  # more than one: a torchrun run (its events are rank 0's)
+    previous: JobSnapshot | None = None  # the run before this one (drawn behind it in grey), without features
 
     @property
     def active(self) -> bool:
@@ -67,11 +69,13 @@ class TrainingJob:
         self._start: StartEvent | None = None
         self._steps: list[StepEvent] = []
         self._epochs: list[EpochEvent] = []
+        self._watches: list[WatchEvent] = []
         self._end: EndEvent | None = None
         self._owner: str | None = None
         self._time_limit: float | None = None
         self._timed_out = False
         self._processes = 1
+        self._previous: JobSnapshot | None = None
 
     def start(self, cfg: TrainConfig, resume: str | None = None, owner: str | None = None,
               time_limit: float | None = None, processes: int = 1) -> tuple[bool, str]:
@@ -85,9 +89,13 @@ class TrainingJob:
             if self._status in ("loading", "running", "stopping"):
                 run = self._start.run if self._start else "starting"
                 return False, f"a training run ({run}) is already in progress; stop it first"
+            if self._steps:  # the run that ends here becomes the one to compare with
+                self._previous = JobSnapshot(self._run_id, self._status, self._start, self._steps, self._epochs,
+                                             [dataclasses.replace(w, features=None) for w in self._watches],
+                                             self._end)
             self._run_id += 1
             self._status = "loading"
-            self._start, self._steps, self._epochs, self._end = None, [], [], None
+            self._start, self._steps, self._epochs, self._watches, self._end = None, [], [], [], None
             self._owner, self._time_limit, self._timed_out, self._processes = owner, time_limit, False, processes
             self._stop = threading.Event()
             # a chunked run's calls are made in the context of the request that started it: ZeroGPU reads the
@@ -109,7 +117,8 @@ class TrainingJob:
     def snapshot(self) -> JobSnapshot:
         with self._lock:
             return JobSnapshot(self._run_id, self._status, self._start, list(self._steps), list(self._epochs),
-                               self._end, self._owner, self._time_limit, self._processes)
+                               list(self._watches), self._end, self._owner, self._time_limit, self._processes,
+                               self._previous)
 
     def wait(self, timeout: float | None = None) -> bool:
         t = self._thread
@@ -132,6 +141,10 @@ class TrainingJob:
                     self._steps = self._steps[:half:2] + self._steps[half:]
             elif isinstance(ev, EpochEvent):
                 self._epochs.append(ev)
+            elif isinstance(ev, WatchEvent):
+                if len(self._watches) > 1:  # the map needs the latest features only: older ones go (~0.5 MB each)
+                    self._watches[-2] = dataclasses.replace(self._watches[-2], features=None)
+                self._watches.append(ev)
             elif isinstance(ev, EndEvent):
                 if self._timed_out and ev.status == "stopped":
                     minutes = f"{self._time_limit / 60:g}"

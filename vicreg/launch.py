@@ -24,13 +24,13 @@ from typing import IO, Iterator
 from .checkpoint import read_meta
 from .cli import resume_args, train_args
 from .config import TrainConfig
-from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent
+from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, WatchEvent
 from .metrics import cut_torn_tail
 from .names import metrics_path
 from .runtime import available_cpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KINDS = {"start": StartEvent, "step": StepEvent, "epoch": EpochEvent, "end": EndEvent}
+KINDS = {"start": StartEvent, "step": StepEvent, "epoch": EpochEvent, "watch": WatchEvent, "end": EndEvent}
 SHUTDOWN_SECONDS = 600  # torchrun's wait for the ranks to save and exit after a stop, before it kills them
 _running: set[subprocess.Popen] = set()  # stopped (and so saved) when this process exits
 _hooked: list[bool] = []  # the exit hook is registered (once, with the first run)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # checkpoint.py imports this module (RESUME_MAY_CHANGE)
 
 # Settings of the run rather than of the recipe: a resume takes them from the caller.
 RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
-              "knn_train", "knn_test")
+              "knn_train", "knn_test", "watch_images", "watch_every")
 RESUME_MAY_CHANGE = (*RUN_FIELDS, "epochs")  # what two saves of one file may disagree on
 
 

@@ -32,7 +32,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .data import DataError, Dataset, Split, even_subset, load_dataset
 from .evaluate import extract_features, knn_accuracy
-from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, to_dict
+from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, WatchEvent, to_dict
 from .faults import Fault, from_env
 from .health import CollapseWatch, effective_rank
 from .metrics import open_for_append
@@ -42,6 +42,7 @@ from .optim import lr_at, make_optimizer, set_lr
 from .resume import resume_config
 from .runtime import Runtime, make_runtime
 from .streams import epoch_order, restore_stream, start_epoch_stream
+from .watch import Watch
 
 # Failures that are the user's to fix (bad data, checkpoint or settings): EndEvent.exit_code 2, else 1.
 USER_ERRORS = (DataError, CheckpointError, ValueError, FileNotFoundError, FloatingPointError)
@@ -75,6 +76,8 @@ class _Run:
     saved: str | None = None  # the last checkpoint this run wrote
     notes: list[str] = field(default_factory=list)
     collapse: CollapseWatch = field(default_factory=CollapseWatch)
+    watch: Watch | None = None  # the learning monitor (rank 0 only)
+    t0: float = 0.0  # when the run's generator started
 
     def emit(self, ev: Event) -> Event:
         if self.dist.main:  # the other ranks stay quiet
@@ -172,6 +175,8 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Di
         out_path, open_for_append(metrics_path(cfg.checkpoint_dir, cfg.name)) if d.main else open(os.devnull, "a"),
         even_subset(data.train, cfg.knn_train)[0], even_subset(data.test, cfg.knn_test)[0], d, fault,
     )
+    if cfg.watch_images and d.main:
+        run.watch = Watch(data.test, cfg.watch_images, cfg.watch_every, cfg.augment)
     if cfg.augment.views != 2:  # pairs/s then counts images: each brings `views` views
         run.notes.append(f"{cfg.augment.views} views of each image, {cfg.augment.view_size or cfg.augment.size} px")
     if sides := cfg.augment.view_sides():
@@ -211,6 +216,10 @@ def _loop(run: _Run, stop: threading.Event, resume: str | None, t0: float) -> It
     yield run.emit(StartEvent(cfg.name, run.rt.describe(), run.start_epoch, run.step, cfg.epochs, run.steps_per_epoch,
                               run.total, run.images.shape[0], resume, cfg.to_dict(), notes=list(run.notes)))
     run.model.train()
+    run.t0 = t0
+    if run.step == 0 and run.dist.main and (run.watch is not None or cfg.knn_test > 0):
+        # the untrained start, measured by the run's own monitors: the charts' baseline
+        yield run.emit(_watch_event(run, 0, knn=_knn_monitor(run)))
     for epoch in range(run.start_epoch, cfg.epochs):
         run.start_epoch = epoch
         t_epoch = time.perf_counter()
@@ -227,6 +236,8 @@ def _loop(run: _Run, stop: threading.Event, resume: str | None, t0: float) -> It
         yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], path, time.perf_counter() - t_epoch,
                                   time.perf_counter() - t0))
     run.start_epoch = cfg.epochs
+    if run.watch is not None and run.watch.step != run.step:  # the figure the run ends with (unless just measured)
+        yield run.emit(_watch_event(run, cfg.epochs - 1))
     yield run.emit(EndEvent("finished", f"trained {cfg.epochs} epochs", run.saved, cfg.epochs, run.step,
                             time.perf_counter() - t0))
 
@@ -263,6 +274,9 @@ def _epoch(run: _Run, epoch: int, stop: threading.Event, t0: float):
             yield run.emit(StepEvent(epoch, run.step, run.total, *vals, lr, pairs_per_s, emb_std, eff_rank, now - t0,
                                      warning=run.collapse.update(run.step, emb_std, eff_rank)))
             t_win, win_steps = time.perf_counter(), 0
+        if run.watch is not None and run.watch.due():
+            yield run.emit(_watch_event(run, epoch))
+            t_win, win_steps = time.perf_counter(), 0  # the rate counts training only
     return None
 
 
@@ -279,6 +293,19 @@ def _step(run: _Run, batch: torch.Tensor, lr: float, side: int):
     terms.total.backward()
     run.opt.step()
     return terms, z_a
+
+
+def _watch_event(run: _Run, epoch: int, knn: float | None = None) -> WatchEvent:
+    """A point of the learning monitor (None when it is off) with, at the start, the kNN monitor's baseline."""
+    elapsed = time.perf_counter() - run.t0
+    if run.watch is None:
+        return WatchEvent(epoch, run.step, None, 0, 0.0, elapsed, elapsed, knn_top1=knn)
+    m = run.watch.measure(run.model.backbone, run.rt, len(run.data.classes))
+    run.metrics["guess"] = m.guess
+    run.watch.step = run.step
+    elapsed = time.perf_counter() - run.t0
+    return WatchEvent(epoch, run.step, m.guess, len(run.watch.labels), m.seconds, elapsed - run.watch.spent, elapsed,
+                      knn_top1=knn, features=m.features, labels=run.watch.labels, classes=list(run.data.classes))
 
 
 def _knn_monitor(run: _Run) -> float | None:

@@ -1,0 +1,100 @@
+"""What a visitor's run learns (not a test): train on the embedded CIFAR-10 sample, as a Space with no
+dataset does, and score the backbone with the app's own guess rule before and after.
+
+    python -m bench.visitor_run                                  # the Quick demo and the 10-minute preset
+    python -m bench.visitor_run --run 'preset=quick_demo' --run 'preset=quick_demo,augment.views=4'
+    python -m bench.visitor_run --run 'preset=quick_demo,budget_s=60' --queries 1000
+
+The guess rule is Explore's (services/neighbours.py): each of the sample's training images is a query, its
+20 nearest of the sample's test images vote with weights exp(sim / 0.1). The untrained figure is the same
+run's initial weights, scored in the same process. Each --run is a comma list of TrainConfig fields as
+bench/recipe_search.py reads them (`preset=NAME` first). Prints one JSON line per run and a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from bench.harness import demo_files
+from bench.recipe_search import parse_run
+from services.neighbours import FeatureIndex, l2_normalize
+from vicreg.config import QUICK, VISITOR_LONG, TrainConfig
+from vicreg.data import Dataset, even_subset, load_dataset
+from vicreg.embed import load_model
+from vicreg.evaluate import extract_features
+from vicreg.model import VICReg
+from vicreg.runtime import cpu_kind, make_runtime
+from vicreg.train import train
+
+
+def app_guess(backbone: torch.nn.Module, data: Dataset, rt, queries: int = 0, bank: int = 0) -> float:
+    """The share of the sample's training images (the first `queries` of each class evenly; 0: all) whose
+    Explore guess is right, with the sample's test images (`bank`; 0: all) as the neighbour bank."""
+    q, _ = even_subset(data.train, queries or None)
+    b, b_idx = even_subset(data.test, bank or None)
+    index = FeatureIndex("bench", l2_normalize(extract_features(backbone, b.images, rt).numpy()),
+                         b.labels.numpy(), np.asarray(b_idx), list(data.classes))
+    feats = extract_features(backbone, q.images, rt).numpy()
+    right = [max(r.guess, key=r.guess.get) == data.classes[int(y)]
+             for r, y in ((index.query(f), y) for f, y in zip(feats, q.labels, strict=True))]
+    return float(np.mean(right))
+
+
+def untrained(cfg: TrainConfig, rt) -> torch.nn.Module:
+    """The run's first weights: the engine seeds with cfg.seed before it builds the model."""
+    torch.manual_seed(cfg.seed)
+    model = VICReg(cfg.model).to(rt.device)
+    return model.to(memory_format=torch.channels_last) if rt.channels_last else model
+
+
+def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int) -> dict:
+    rt = make_runtime("auto", "auto", True, cfg.threads)
+    before = app_guess(untrained(cfg, rt).backbone, data, rt, queries, bank)
+    t0, last, watched = time.perf_counter(), None, []
+    for ev in train(cfg, data=data):
+        last = ev
+        if ev.kind == "watch":
+            watched.append(round(100 * ev.guess, 1))
+    wall = time.perf_counter() - t0
+    if last is None or last.status not in ("finished", "stopped"):
+        raise SystemExit(f"{spec}: {getattr(last, 'reason', 'no events')}")
+    model, _, _ = load_model(last.checkpoint, rt)
+    after = app_guess(model.backbone, data, rt, queries, bank)
+    return {"run": spec, "wall_s": round(wall, 1), "steps": last.step, "untrained": round(100 * before, 2),
+            "after": round(100 * after, 2), "monitor": watched, "cpu": cpu_kind()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="append", help=f"default: preset={QUICK} and preset={VISITOR_LONG}")
+    ap.add_argument("--queries", type=int, default=0, help="score only N training images (0: all)")
+    ap.add_argument("--bank", type=int, default=0, help="only N test images as the bank (0: all)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default="runs/visitor_run.jsonl")
+    args = ap.parse_args()
+    _, sample = demo_files(None)
+    data = load_dataset(sample)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = TrainConfig(data=sample, checkpoint_dir=tmp, threads=args.threads, name="visitor")
+        for spec in args.run or [f"preset={QUICK}", f"preset={VISITOR_LONG}"]:
+            cfg, _ = parse_run(spec, base, keep_schedule=True)
+            row = run_one(spec, cfg, data, args.queries, args.bank)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    print("| run | wall s | steps | untrained | after |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| `{r['run']}` | {r['wall_s']} | {r['steps']} | {r['untrained']:.2f} % | {r['after']:.2f} % |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The grey curves behind the Train tab's live ones: what this run is compared with.
+
+The previous run of this server (whatever its recipe: set the variance weight to 0 after a healthy run and
+the two read on one chart), or, before there is one, a shipped run of the same preset
+(`assets/reference/<preset>.metrics.jsonl`, a metrics file as training writes it).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from vicreg.config import PRESETS, TrainConfig
+from vicreg.events import EpochEvent, StepEvent, WatchEvent
+from vicreg.jobs import JobSnapshot
+from vicreg.launch import event
+from vicreg.metrics import read_metrics
+
+from .settings import ROOT
+
+FOLDER = os.path.join(ROOT, "assets", "reference")
+# what makes two runs the same recipe: everything but where and how they run
+RUN_ONLY = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads", "knn_train",
+            "knn_test", "watch_images", "watch_every", "channels_last", "sync_bn")
+
+
+@dataclass
+class Reference:
+    label: str
+    steps: list[StepEvent] = field(default_factory=list)
+    epochs: list[EpochEvent] = field(default_factory=list)
+    watches: list[WatchEvent] = field(default_factory=list)
+
+
+def _recipe(config: dict) -> dict:
+    return {k: v for k, v in TrainConfig.from_dict(config).to_dict().items() if k not in RUN_ONLY}
+
+
+def preset_of(config: dict) -> str | None:
+    """The preset whose recipe this run's config is, if any."""
+    mine = _recipe(config)
+    return next((p for p in PRESETS if _recipe(TrainConfig.from_preset(p).to_dict()) == mine), None)
+
+
+def shipped(preset: str, folder: str = FOLDER) -> Reference | None:
+    path = os.path.join(folder, f"{preset}.metrics.jsonl")
+    if not os.path.isfile(path):
+        return None
+    events = [event(d) for d in read_metrics(path)]
+    return Reference(f"a finished {preset} run", [e for e in events if isinstance(e, StepEvent)],
+                     [e for e in events if isinstance(e, EpochEvent)], [e for e in events if isinstance(e, WatchEvent)])
+
+
+def reference_for(snap: JobSnapshot, folder: str = FOLDER) -> Reference | None:
+    """The previous run of this server if it trained at all, else the shipped run of this run's preset."""
+    prev = snap.previous
+    if prev is not None and prev.steps:
+        name = prev.start.run if prev.start else "?"
+        return Reference(f"the previous run ({name})", prev.steps, prev.epochs, prev.watches)
+    preset = preset_of(snap.start.config) if snap.start else None
+    return shipped(preset, folder) if preset else None

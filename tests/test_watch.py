@@ -1,0 +1,116 @@
+"""The learning monitor (vicreg/watch.py): its figure is Explore's guess, computed offline the app's way for the
+same checkpoint; the untrained start is its first point; it never changes what the run trains."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from services.neighbours import FeatureIndex, l2_normalize
+from vicreg.config import ModelConfig, TrainConfig
+from vicreg.data import even_subset, load_packed
+from vicreg.embed import load_model
+from vicreg.evaluate import extract_features, leave_one_out_guess
+from vicreg.model import VICReg
+from vicreg.runtime import make_runtime
+from vicreg.train import train
+
+WATCH = 60
+
+
+def explore_share(features: np.ndarray, labels: np.ndarray, classes: list[str]) -> float:
+    """Explore's answer for each bank image (services/neighbours.py, that image left out): the share right."""
+    index = FeatureIndex("t", l2_normalize(features), labels, np.arange(len(labels)), classes)
+    right = []
+    for i, (f, y) in enumerate(zip(features, labels, strict=True)):
+        q = index.query(f, exclude_test_index=i)
+        right.append(max(q.guess, key=q.guess.get) == classes[y])
+    return float(np.mean(right))
+
+
+def test_leave_one_out_guess_is_explores_rule_on_each_bank_image():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(10, 32, generator=g)
+    labels = torch.arange(300) % 10
+    feats = centres[labels] + 1.5 * torch.randn(300, 32, generator=g)
+    ours = leave_one_out_guess(feats, labels, 10, chunk=64)  # chunked: the self-exclusion must follow the chunk
+    theirs = explore_share(feats.numpy(), labels.numpy(), [str(c) for c in range(10)])
+    assert ours == theirs and 0.3 < ours < 1.0  # noisy clusters: neither hopeless nor trivial
+
+
+def _cfg(folder, data, **kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 1, "batch_size": 32, "train_subset": 128, "knn_test": 0, "threads": 1,
+                          "device": "cpu", "seed": 5, "data": data, "checkpoint_dir": str(folder), "name": "w",
+                          "model": ModelConfig(projector="128-128-128"), "watch_images": WATCH, "watch_every": 0.0,
+                          **kw})
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory, packed_cifar):
+    before = torch.get_num_threads()
+    cfg = _cfg(tmp_path_factory.mktemp("watch"), packed_cifar)
+    events = list(train(cfg))
+    torch.set_num_threads(before)
+    assert events[-1].status == "finished"
+    return cfg, events
+
+
+def test_the_run_starts_with_its_untrained_figure_and_ends_with_its_final_one(watched, packed_cifar):
+    cfg, events = watched
+    kinds = [e.kind for e in events]
+    points = [e for e in events if e.kind == "watch"]
+    assert kinds[:2] == ["start", "watch"] and kinds[-2:] == ["watch", "end"]
+    assert [p.step for p in points] == [0, events[-1].step] and all(p.images == WATCH for p in points)
+    # the untrained figure is the run's first weights, scored offline the app's way
+    data = load_packed(packed_cifar)
+    sub, _ = even_subset(data.test, WATCH)
+    rt = make_runtime("cpu", threads=1)
+    torch.manual_seed(cfg.seed)
+    first = VICReg(cfg.model).to(memory_format=torch.channels_last)
+    feats = extract_features(first.backbone, sub.images, rt).numpy()
+    assert points[0].guess == explore_share(feats, sub.labels.numpy(), list(data.classes))
+    assert points[0].features.shape == (WATCH, 512) and points[0].features.dtype == np.float16
+    assert list(points[0].labels) == sub.labels.tolist() and points[0].classes == list(data.classes)
+
+
+def test_the_final_figure_equals_the_offline_one_for_the_saved_checkpoint(watched, packed_cifar):
+    cfg, events = watched
+    last = [e for e in events if e.kind == "watch"][-1]
+    data = load_packed(packed_cifar)
+    sub, _ = even_subset(data.test, WATCH)
+    rt = make_runtime("cpu", threads=1)
+    model, _, _ = load_model(events[-1].checkpoint, rt)
+    feats = extract_features(model.backbone, sub.images, rt).numpy()
+    assert last.guess == explore_share(feats, sub.labels.numpy(), list(data.classes))
+
+
+def test_the_metrics_file_keeps_the_figures_but_not_the_features(watched):
+    cfg, _ = watched
+    with open(f"{cfg.checkpoint_dir}/{cfg.name}.metrics.jsonl") as f:
+        lines = [json.loads(line) for line in f if '"kind": "watch"' in line]
+    assert len(lines) == 2 and all("features" not in d and "labels" not in d for d in lines)
+    assert lines[0]["step"] == 0 and 0 <= lines[0]["guess"] <= 1
+
+
+def test_watching_changes_nothing_the_run_trains(tmp_path, packed_cifar):
+    """A measurement after every step (eval mode, folded copy, no random numbers) leaves the weights as without."""
+    before = torch.get_num_threads()
+    for name, images in (("with", WATCH), ("without", 0)):
+        cfg = _cfg(tmp_path, packed_cifar, name=name, watch_images=images, watch_every=1e-9, train_subset=96)
+        events = list(train(cfg))
+        assert events[-1].status == "finished"
+        watches = [e for e in events if e.kind == "watch"]
+        assert len(watches) == (1 + 3 if images else 0)  # the start and each of the 3 steps
+    torch.set_num_threads(before)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(tmp_path / f"{n}.safetensors")) for n in ("with", "without"))
+    weights = [k for k in a if k.startswith("model.")]
+    assert weights and all(torch.equal(a[k], b[k]) for k in weights)
+
+
+def test_bad_monitor_settings_say_what_is_wrong():
+    with pytest.raises(ValueError, match="watch_images must be 0"):
+        TrainConfig(watch_images=1).validate()
+    with pytest.raises(ValueError, match="watch_every"):
+        TrainConfig(watch_every=-1).validate()
