@@ -3,7 +3,11 @@ dataset does, and score the backbone with the app's own guess rule before and af
 
     python -m bench.visitor_run                                  # the Quick demo and the 10-minute preset
     python -m bench.visitor_run --run 'preset=quick_demo' --run 'preset=quick_demo,augment.views=4'
-    python -m bench.visitor_run --run 'preset=quick_demo,budget_s=60' --queries 1000
+    python -m bench.visitor_run --cost --run 'preset=quick_demo'  # the monitor's and map's cost
+
+With --cost, each run trains twice in one sitting, with the monitor and the live map (drawn in its child
+process as the app draws it) and with both off, and prints the training images/s of each: wall-clock images
+over the whole run, so every second the monitor and the map take from training counts.
 
 The guess rule is Explore's (services/neighbours.py): each of the sample's training images is a query, its
 20 nearest of the sample's test images vote with weights exp(sim / 0.1). The untrained figure is the same
@@ -23,8 +27,9 @@ import torch
 
 from bench.harness import demo_files
 from bench.recipe_search import parse_run
+from services.live_map import LiveMap
 from services.neighbours import FeatureIndex, l2_normalize
-from vicreg.config import QUICK, VISITOR_LONG, TrainConfig
+from vicreg.config import LONG_DEMO, QUICK, TrainConfig
 from vicreg.data import Dataset, even_subset, load_dataset
 from vicreg.embed import load_model
 from vicreg.evaluate import extract_features
@@ -53,13 +58,37 @@ def untrained(cfg: TrainConfig, rt) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last) if rt.channels_last else model
 
 
+def train_rate(cfg: TrainConfig, data: Dataset, live: LiveMap | None) -> tuple[float, int, float]:
+    """(images/s over the run's wall time, monitor points, seconds the monitor took), the map drawn by `live`."""
+    t0, points, spent, last = time.perf_counter(), 0, 0.0, None
+    for ev in train(cfg, data=data):
+        last = ev
+        if ev.kind == "watch" and ev.guess is not None:
+            points, spent = points + 1, spent + ev.seconds
+            if live is not None:
+                live.offer(1, ev)
+    wall = time.perf_counter() - t0
+    images = last.step * cfg.batch_size
+    return images / wall, points, spent
+
+
+def cost(spec: str, cfg: TrainConfig, data: Dataset, folder: str) -> dict:
+    live = LiveMap(os.path.join(folder, "map"))
+    with_rate, points, spent = train_rate(cfg.updated({"name": "with"}), data, live)
+    drawn = live.latest(1)
+    without, _, _ = train_rate(cfg.updated({"name": "without", "watch_images": 0}), data, None)
+    return {"run": spec, "images_per_s_with": round(with_rate, 2), "images_per_s_without": round(without, 2),
+            "cost": round(1 - with_rate / without, 3), "points": points, "monitor_s": round(spent, 1),
+            "maps": drawn.count if drawn else 0, "cpu": cpu_kind()}
+
+
 def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int) -> dict:
     rt = make_runtime("auto", "auto", True, cfg.threads)
     before = app_guess(untrained(cfg, rt).backbone, data, rt, queries, bank)
     t0, last, watched = time.perf_counter(), None, []
     for ev in train(cfg, data=data):
         last = ev
-        if ev.kind == "watch":
+        if ev.kind == "watch" and ev.guess is not None:
             watched.append(round(100 * ev.guess, 1))
     wall = time.perf_counter() - t0
     if last is None or last.status not in ("finished", "stopped"):
@@ -72,10 +101,11 @@ def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", action="append", help=f"default: preset={QUICK} and preset={VISITOR_LONG}")
+    ap.add_argument("--run", action="append", help=f"default: preset={QUICK} and preset={LONG_DEMO}")
     ap.add_argument("--queries", type=int, default=0, help="score only N training images (0: all)")
     ap.add_argument("--bank", type=int, default=0, help="only N test images as the bank (0: all)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--cost", action="store_true", help="images/s with the monitor and map, and without")
     ap.add_argument("--out", default="runs/visitor_run.jsonl")
     args = ap.parse_args()
     _, sample = demo_files(None)
@@ -83,14 +113,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = TrainConfig(data=sample, checkpoint_dir=tmp, threads=args.threads, name="visitor")
-        for spec in args.run or [f"preset={QUICK}", f"preset={VISITOR_LONG}"]:
+        for spec in args.run or [f"preset={QUICK}", f"preset={LONG_DEMO}"]:
             cfg, _ = parse_run(spec, base, keep_schedule=True)
-            row = run_one(spec, cfg, data, args.queries, args.bank)
+            row = cost(spec, cfg, data, tmp) if args.cost else run_one(spec, cfg, data, args.queries, args.bank)
             rows.append(row)
             print(json.dumps(row), flush=True)
             os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
+    if args.cost:
+        return
     print("| run | wall s | steps | untrained | after |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| `{r['run']}` | {r['wall_s']} | {r['steps']} | {r['untrained']:.2f} % | {r['after']:.2f} % |")

@@ -20,7 +20,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 
-from vicreg.config import QUICK, TrainConfig
+from vicreg.config import LONG_DEMO, TrainConfig
 
 VISITOR_MINUTES = 10.0
 HOW_TO_SET = ("the owner sets an admin secret named VICREG_ADMIN_TOKEN (a secret in the Space's settings on Hugging "
@@ -85,30 +85,35 @@ class Access:
         return logging.INFO, "listening on loopback only: a private tool, everything allowed"
 
     def visitor_run_error(self, cfg: TrainConfig, processes: int = 1) -> str | None:
-        """None if a visitor may start this run: at most the Quick CPU demo's images per epoch times
-        epochs, its batch size, its views per image (each view costs a backbone pass, so more views multiply
-        the cost; smaller views only lower it) and its kNN monitor, in one process; else what is too large."""
-        q = TrainConfig.from_preset(QUICK)
+        """None if a visitor may start this run: at most the 10-minute demo's size (its time budget, or as many
+        epochs when the run is sized in epochs, of at most its training images), its batch size, its views per
+        image (each view costs a backbone pass, so more views multiply the cost; smaller views only lower it)
+        and its monitors, in one process; else what is too large."""
+        q = TrainConfig.from_preset(LONG_DEMO)
         too_big = []
-        if cfg.train_subset is None or cfg.epochs * cfg.train_subset > q.epochs * q.train_subset:
-            too_big.append(f"epochs × train images at most {q.epochs} × {q.train_subset:,} "
-                           f"(asked {cfg.epochs} × {'all' if cfg.train_subset is None else f'{cfg.train_subset:,}'})")
+        if cfg.train_subset is None or cfg.train_subset > q.train_subset:
+            asked = "all" if cfg.train_subset is None else f"{cfg.train_subset:,}"
+            too_big.append(f"train images at most {q.train_subset:,} (asked {asked})")
+        if cfg.budget_s > q.budget_s or (not cfg.budget_s and cfg.epochs > q.epochs):
+            asked = f"{cfg.budget_s:g} s" if cfg.budget_s else f"{cfg.epochs} epochs"
+            too_big.append(f"a time budget of at most {q.budget_s:g} s or {q.epochs} epochs (asked {asked})")
         if cfg.batch_size > q.batch_size:
             too_big.append(f"batch size at most {q.batch_size} (asked {cfg.batch_size})")
         if cfg.augment.views > q.augment.views:
             too_big.append(f"views per image at most {q.augment.views} (asked {cfg.augment.views})")
-        if cfg.knn_train > q.knn_train or cfg.knn_test > q.knn_test:
-            too_big.append(f"kNN monitor at most {q.knn_train:,} train / {q.knn_test:,} test images")
+        if cfg.knn_test > q.knn_test or cfg.watch_images > q.watch_images:
+            too_big.append(f"monitors at most {q.watch_images:,} test images"
+                           + (f" and a kNN monitor of {q.knn_test:,}" if q.knn_test else " (no per-epoch kNN)"))
         if cfg.compile:
             too_big.append("no torch.compile")
         if processes > 1:
             too_big.append(f"one process (asked {processes})")
         if not too_big:
             return None
-        what = ("Pick the Quick CPU demo preset, or enter the admin secret." if self.secret_set else
-                f"Pick the Quick CPU demo preset. Larger runs need an admin secret, and none is set here: to have "
-                f"one, {HOW_TO_SET}.")
-        return ("On this shared server a visitor's run may be at most the size of the Quick CPU demo: "
+        what = ("Pick the Quick CPU demo or the 10-minute CPU demo, or enter the admin secret." if self.secret_set
+                else f"Pick the Quick CPU demo or the 10-minute CPU demo. Larger runs need an admin secret, and none "
+                     f"is set here: to have one, {HOW_TO_SET}.")
+        return ("On this shared server a visitor's run may be at most the size of the 10-minute CPU demo: "
                 + "; ".join(too_big) + ". " + what)
 
     @property

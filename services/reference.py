@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from vicreg.checkpoint import RUN_FIELDS
 from vicreg.config import PRESETS, TrainConfig
 from vicreg.events import EpochEvent, StepEvent, WatchEvent
 from vicreg.jobs import JobSnapshot
@@ -19,8 +20,7 @@ from .settings import ROOT
 
 FOLDER = os.path.join(ROOT, "assets", "reference")
 # what makes two runs the same recipe: everything but where and how they run
-RUN_ONLY = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads", "knn_train",
-            "knn_test", "watch_images", "watch_every", "channels_last", "sync_bn")
+RUN_ONLY = (*RUN_FIELDS, "channels_last", "sync_bn")
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from vicreg.config import TrainConfig
+from vicreg.config import AugmentConfig, TrainConfig
 from vicreg.data import Dataset
 
 from .catalog import Catalog
@@ -53,4 +53,4 @@ class Studio:
 
     def decode(self, src: bytes | str | os.PathLike) -> Decoded:
         """An upload as the model sees it, within this server's size limits (BadImage otherwise)."""
-        return decode_image(src, 32, self.settings.max_pixels, self.settings.max_bytes)
+        return decode_image(src, AugmentConfig().size, self.settings.max_pixels, self.settings.max_bytes)

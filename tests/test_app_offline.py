@@ -104,7 +104,8 @@ def test_public_demo_rules_hold_through_the_api(empty_app):
     """The same rules as the page's (services/access.py), for anyone calling the API directly."""
     a, b = Client(empty_app.url, verbose=False), Client(empty_app.url, verbose=False)
     big = a.predict(**{**KNOBS, "epochs": 50, "train_subset": 0}, api_name="/train_start")
-    assert big.startswith("❌ On this shared server a visitor&#x27;s run may be at most the size of the Quick CPU demo")
+    assert big.startswith("❌ On this shared server a visitor&#x27;s run may be at most the size of the 10-minute CPU "
+                          "demo")
     assert a.predict(**{**KNOBS, "secret": "guess"}, api_name="/train_start") == "❌ Wrong admin secret."
     assert a.predict(secret="guess", api_name="/train_stop") == "❌ Wrong admin secret."
     info = a.predict(checkpoint=None, resume_checkpoint=None, api_name="/train_status")[5]

@@ -27,7 +27,19 @@ ART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 LOSS_X = """() => { const el = document.querySelector('#loss-plot .js-plotly-plot');
-                    return el && el.data && el.data.length ? Array.from(el.data[0].x) : []; }"""
+                    const t = el && el.data ? el.data.find(t => t.name === 'loss') : null;
+                    return t ? Array.from(t.x) : []; }"""
+# the learning monitor's points, its untrained baseline and the live map's refresh count, as the page draws them
+LEARNING = """() => { const acc = document.querySelector('#knn-plot .js-plotly-plot');
+                      const map = document.querySelector('#train-map .js-plotly-plot');
+                      const guess = t => (t.name || '').startsWith("Explore's guess");
+                      const t = acc && acc.data ? acc.data.find(guess) : null;
+                      const notes = acc && acc.layout && acc.layout.annotations ? acc.layout.annotations : [];
+                      const title = map && map.layout && map.layout.title ? (map.layout.title.text || '') : '';
+                      const m = title.match(/map (\\d+)/);
+                      return {points: t ? t.x.length : 0,
+                              untrained: notes.map(a => a.text).filter(s => s && s.startsWith('untrained')),
+                              maps: m ? parseInt(m[1]) : 0}; }"""
 MAP_POINTS = """() => { const el = document.querySelector('#umap-plot .js-plotly-plot');
                         return el && el.data ? el.data.filter(t => t.name !== 'your image')
                                                       .reduce((n, t) => n + t.x.length, 0) : 0; }"""
@@ -178,6 +190,12 @@ def test_quick_preset_trains(page):
     page.wait_for_selector("#train-progress:has-text('running')", timeout=30_000)
     again = wait_for(page, LOSS_X, lambda a: len(a) >= len(x), timeout=60, what="the charts after a reload")
     assert again[: len(x)] == x
+    # what learning looks like, within two minutes of Start: the untrained start on the chart, at least four
+    # points of the monitor, and a map of its images drawn three times (the untrained one and two refreshes)
+    seen = wait_for(page, LEARNING, lambda v: v["points"] >= 4 and v["untrained"] and v["maps"] >= 3,
+                    timeout=max(5.0, 120 - (time.time() - t0)), what="4 monitor points and 3 maps within 2 min")
+    print(f"Start -> {seen}: {time.time() - t0:.1f}s")
+    page.screenshot(path=os.path.join(ART, "browser_train_learning.png"), full_page=True)
     page.locator("#train-stop").click()
     page.wait_for_selector("#train-progress:has-text('stopped')", timeout=90_000)
     assert "checkpoint quick_demo" in page.locator("#train-progress").inner_text()

@@ -16,7 +16,8 @@ from services.studio import Studio
 from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, UNLISTED, knob_arg, preset_choices, scrub
 from ui.eval_handlers import NEEDS_DATA
 from ui.layout import Handlers
-from ui.train_handlers import preset_knobs, progress_html
+from ui.train_handlers import preset_knobs
+from ui.train_status import progress_html
 from vicreg.checkpoint import FORMAT, read_meta
 from vicreg.config import DEFAULT_MODEL, MAX_VIEWS, PRESETS, TrainConfig
 from vicreg.data import load_packed, read_packed
@@ -67,7 +68,8 @@ def png(chw: np.ndarray, path) -> str:
 
 
 def test_presets_by_field_name():
-    expect = [(PRESET_LABELS[k], k) for k in ("quick_demo", "cpu30", "cpu90", "cpu150", "full") if k in PRESETS]
+    expect = [(PRESET_LABELS[k], k) for k in ("quick_demo", "long_demo", "cpu30", "cpu90", "cpu150", "full")
+              if k in PRESETS]
     assert preset_choices() == expect + [("Custom", "custom")]
     assert preset_choices()[0] == ("Quick CPU demo", "quick_demo")
     assert KNOBS[6:9] == ("loss.inv_coeff", "loss.var_coeff", "loss.cov_coeff")
@@ -151,8 +153,8 @@ def test_visitor_views_at_most_the_quick_demos(demo_pair, tmp_path):  # noqa: F8
     h = Handlers.create(studio, job)
     base = dict(preset="quick_demo", threads=1, device="cpu")
     assert h.train.start(**base, views=4, secret="").message == (
-        "❌ On this shared server a visitor&#x27;s run may be at most the size of the Quick CPU demo: views per image "
-        "at most 2 (asked 4). Pick the Quick CPU demo preset, or enter the admin secret.")
+        "❌ On this shared server a visitor&#x27;s run may be at most the size of the 10-minute CPU demo: views per "
+        "image at most 2 (asked 4). Pick the Quick CPU demo or the 10-minute CPU demo, or enter the admin secret.")
     assert job.started == []
     assert h.train.start(**base, views=2, view_size=16, secret="").message.startswith("✅ run 1 started")
     assert (job.started[-1][0].augment.views, job.started[-1][0].augment.view_size) == (2, 16)
@@ -183,13 +185,14 @@ def test_admin_secret_and_visitor_rules(demo_pair, tmp_path, cifar):  # noqa: F8
                  train_subset=320, inv_coeff=25, var_coeff=0, cov_coeff=1, knn_train=100, knn_test=0,
                  warmup_epochs=0.5, threads=1, device="cpu")
     big = h.train.start(**{**knobs, "epochs": 100, "batch_size": 256, "train_subset": 0}, secret="")
-    assert big.message == ("❌ On this shared server a visitor&#x27;s run may be at most the size of the Quick CPU "
-                           "demo: epochs × train images at most 3 × 2,000 (asked 100 × all); batch size at most 64 "
-                           "(asked 256). Pick the Quick CPU demo preset, or enter the admin secret.")
+    assert big.message == ("❌ On this shared server a visitor&#x27;s run may be at most the size of the 10-minute "
+                           "CPU demo: train images at most 2,000 (asked all); a time budget of at most 480 s or 15 "
+                           "epochs (asked 100 epochs); batch size at most 64 (asked 256). Pick the Quick CPU demo or "
+                           "the 10-minute CPU demo, or enter the admin secret.")
     assert big.owner is None
     assert h.train.start(**knobs, secret="", processes=2).message == (  # several processes: the admin's
-        "❌ On this shared server a visitor&#x27;s run may be at most the size of the Quick CPU demo: one process "
-        "(asked 2). Pick the Quick CPU demo preset, or enter the admin secret.")
+        "❌ On this shared server a visitor&#x27;s run may be at most the size of the 10-minute CPU demo: one process "
+        "(asked 2). Pick the Quick CPU demo or the 10-minute CPU demo, or enter the admin secret.")
     assert h.train.start(**knobs, secret="guess").message == "❌ Wrong admin secret."
     assert job.snapshot().run_id == 0  # nothing started so far
     mine = h.train.start(**knobs, secret="")  # a visitor may change the loss weights: the collapse lesson

@@ -12,7 +12,8 @@ from conftest import write_packed
 
 from services.settings import Settings
 from services.studio import Studio
-from ui.train_handlers import TrainHandlers, progress_html
+from ui.train_handlers import TrainHandlers
+from ui.train_status import progress_html
 from vicreg.checkpoint import load_checkpoint
 from vicreg.config import AugmentConfig, ModelConfig, TrainConfig
 from vicreg.files import file_sha256

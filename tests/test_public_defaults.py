@@ -67,9 +67,10 @@ def test_no_secret_on_a_reachable_server():
     assert a.admin_only("guess", "download CIFAR-10").startswith("On this public server only the admin may download")
     assert "no admin secret" in a.wrong_secret("guess") and a.wrong_secret("") is None
     big = a.visitor_run_error(TrainConfig.from_preset("full", epochs=50))
-    assert big.startswith("On this shared server a visitor's run may be at most the size of the Quick CPU demo")
+    assert big.startswith("On this shared server a visitor's run may be at most the size of the 10-minute CPU demo")
     assert "VICREG_ADMIN_TOKEN" in big and "enter the admin secret" not in big
     assert a.visitor_run_error(TrainConfig.from_preset("quick_demo")) is None
+    assert a.visitor_run_error(TrainConfig.from_preset("long_demo")) is None
     # unchanged where a secret is set, and a private tool on loopback
     s = Access("s3cret", reachable=True)
     assert s.admin_only("", "resume training") == ("On this shared server only the admin may resume training; enter "

@@ -114,3 +114,33 @@ def test_bad_monitor_settings_say_what_is_wrong():
         TrainConfig(watch_images=1).validate()
     with pytest.raises(ValueError, match="watch_every"):
         TrainConfig(watch_every=-1).validate()
+
+
+def test_a_time_budget_sizes_the_epochs_and_leaves_no_trace(tmp_path, packed_cifar):
+    """Timing steps on throwaway state, then training the fitted epochs, equals training them from the start."""
+    from safetensors.torch import load_file
+
+    from vicreg.budget import fitted_epochs
+    from vicreg.checkpoint import read_meta
+
+    assert [fitted_epochs(120, 1.0, 30), fitted_epochs(120, 0.1, 30), fitted_epochs(5, 2.0, 30)] == [4, 40, 1]
+    before = torch.get_num_threads()
+    timed = list(train(_cfg(tmp_path, packed_cifar, name="timed", budget_s=1e-6, watch_images=0, train_subset=96)))
+    assert timed[-1].status == "finished"
+    assert any("fit the 1e-06-second budget" in n for n in timed[0].notes) and timed[0].epochs == 1
+    meta = read_meta(str(tmp_path / "timed.safetensors"))
+    assert meta["config"]["epochs"] == 1 and meta["config"]["budget_s"] == 1e-6
+    plain = list(train(_cfg(tmp_path, packed_cifar, name="plain", epochs=1, watch_images=0, train_subset=96)))
+    torch.set_num_threads(before)
+    assert plain[-1].status == "finished"
+    a, b = (load_file(str(tmp_path / f"{n}.safetensors")) for n in ("timed", "plain"))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
+
+
+def test_epochs_given_on_the_command_line_turn_a_presets_budget_off():
+    from vicreg.cli import build_parser, train_config
+
+    args = build_parser().parse_args(["TRAIN", "--preset", "quick_demo", "--epochs", "5"])
+    cfg = train_config(args)
+    assert cfg.epochs == 5 and cfg.budget_s == 0
+    assert train_config(build_parser().parse_args(["TRAIN", "--preset", "quick_demo"])).budget_s > 0

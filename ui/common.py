@@ -13,7 +13,7 @@ from vicreg.data import DataError
 log = logging.getLogger("vicreg.app")
 
 # Friendly labels of vicreg.config.PRESETS; only presets that exist are offered.
-PRESET_LABELS = {"quick_demo": "Quick CPU demo", "cpu30": "30-minute CPU recipe",
+PRESET_LABELS = {"quick_demo": "Quick CPU demo", "long_demo": "10-minute CPU demo", "cpu30": "30-minute CPU recipe",
                  "cpu90": "Previous default model's recipe (two views, about 90 min on a 2-core CPU)",
                  "cpu150": "Default model recipe (4 views of 16 px, about 2 h on a 2-core CPU)",
                  "full": "Full CIFAR-10 recipe"}

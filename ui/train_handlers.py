@@ -23,7 +23,6 @@ from . import charts
 from .common import KNOBS, UNLISTED, base_config, esc, knob_dict, knob_values, msg, scrub
 from .train_status import progress_html, status_dict
 
-__all__ = ["PollOut", "StartOut", "TrainHandlers", "preset_knobs", "progress_html"]  # progress_html: ui/train_status
 SAMPLE_NOTE = " on the embedded 2,000-image CIFAR-10 sample (the full dataset is not available here)"
 
 
@@ -38,11 +37,11 @@ class PollOut(NamedTuple):
     lr_plot: Any
     health_plot: Any
     knn_plot: Any
-    map_plot: Any
     status: Any
     seen: Any
     checkpoint: Any
     resume_from: Any
+    map_plot: Any  # last: the API's outputs before it keep their places
 
 
 def preset_knobs(preset: str) -> tuple:
@@ -80,7 +79,10 @@ class TrainHandlers:
     def config(self, preset: str, values: dict, device: str, threads) -> TrainConfig:
         """The preset's recipe with the knobs on top (`values`: by dotted name), run on the data this server has."""
         name = safe_name(str(values.get("name") or "vicreg_model").strip(), self.studio.checkpoint_dir)
-        cfg = base_config(preset).with_values({**values, "name": name, "device": device,
+        base = base_config(preset)
+        if base.budget_s and "epochs" in values and int(values["epochs"] or 0) != base.epochs:
+            values = {**values, "budget_s": 0}  # epochs asked for: not the preset's time budget
+        cfg = base.with_values({**values, "name": name, "device": device,
                                                "data": self.studio.data.path(),
                                                "checkpoint_dir": self.studio.checkpoint_dir,
                                                "threads": self._threads(threads)})
@@ -175,7 +177,7 @@ class TrainHandlers:
         info = status_dict(snap, drawn)
         if version == last_seen:
             skip = gr.skip()
-            return PollOut(skip, skip, skip, skip, skip, skip, info, last_seen, skip, skip)
+            return PollOut(skip, skip, skip, skip, skip, info, last_seen, skip, skip, skip)
         bs = snap.start.config.get("batch_size") if snap.start else None
         ck = rs = gr.skip()
         if last_seen is None or last_seen[:2] != version[:2] or last_seen[3] != version[3]:  # new checkpoints?
@@ -189,5 +191,5 @@ class TrainHandlers:
         watching = snap.start.config.get("watch_images", 0) if snap.start else 1
         accuracy = charts.accuracy_figure(snap.watches, snap.epochs, ref)
         return PollOut(progress_html(snap), charts.loss_figure(snap.steps, ref), charts.lr_figure(snap.steps),
-                       charts.health_figure(snap.steps, bs, ref), accuracy, charts.live_map_figure(drawn, watching),
-                       info, version, ck, rs)
+                       charts.health_figure(snap.steps, bs, ref), accuracy, info, version, ck, rs,
+                       charts.live_map_figure(drawn, watching))

@@ -8,7 +8,7 @@ import torch
 
 from services import gpu
 from vicreg.chunks import ChunkPlan
-from vicreg.config import MAX_VIEWS, PRESETS, QUICK, AugmentConfig
+from vicreg.config import LONG_DEMO, MAX_VIEWS, PRESETS, QUICK, AugmentConfig
 from vicreg.runtime import make_runtime
 
 from . import charts
@@ -173,9 +173,9 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox, preset: gr.Ra
     if h.studio.access.public:
         lift = ("The admin secret lifts these limits." if h.studio.access.secret_set
                 else "This server has no admin secret, so the limits apply to everyone.")
-        views = base_config(QUICK).augment.views
-        gr.Markdown(f"This is a shared demo: you may start a run up to the size of the Quick CPU demo ({views} views "
-                    f"per image), in one process. It stops by itself after {h.studio.access.visitor_minutes:g} "
+        views = base_config(LONG_DEMO).augment.views
+        gr.Markdown(f"This is a shared demo: you may start a run up to the size of the 10-minute CPU demo ({views} "
+                    f"views per image), in one process. It stops by itself after {h.studio.access.visitor_minutes:g} "
                     "minutes, and only you (or the admin) can stop it, from this browser even after a reload; "
                     "everyone else watches it live. " + lift, elem_id="train-public-note")
     with gr.Row():

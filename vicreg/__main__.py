@@ -60,7 +60,9 @@ def _resume(args) -> int:
 
 
 def _rank() -> int:
-    return int(os.environ.get("RANK", 0))
+    from .distributed import env_world  # torchrun's RANK, read in one place
+
+    return env_world()[0]
 
 
 def _stop_signals(stop: threading.Event) -> dict:
@@ -70,7 +72,9 @@ def _stop_signals(stop: threading.Event) -> dict:
     ranks agree on the step, and torchrun's shutdown timeout (--shutdown_timeout, 30 s) is the hard stop."""
     from tqdm import tqdm
 
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    from .distributed import env_world
+
+    world = env_world()[1]
 
     def on_signal(_signum, _frame):
         if stop.is_set():

@@ -20,8 +20,12 @@ from .config import TrainConfig
 from .faults import Fault
 from .files import atomic_write, atomic_write_text, sweep_stale_temps
 from .names import SUFFIX, CheckpointError, leads_out, sidecar_path
-from .resume import RESUME_MAY_CHANGE
 from .sidecar import disagreement
+
+# Settings of the run rather than of the recipe: a resume (vicreg/resume.py) takes them from the caller.
+RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
+              "knn_train", "knn_test", "watch_images", "watch_every")
+RESUME_MAY_CHANGE = (*RUN_FIELDS, "epochs")  # what two saves of one file may disagree on
 
 FORMAT = "vicreg-studio/1"
 # how this process runs the optimiser (fused / foreach kernels) is the live optimiser's choice, not the

@@ -48,6 +48,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "log_every": ("log_every", int, "steps between metric read-backs (0: every step on CPU, 25 on GPU)"),
     "knn_train": ("knn_train", int, "per-epoch kNN monitor: training images in its bank"),
     "knn_test": ("knn_test", int, "per-epoch kNN monitor: test images queried (0: off)"),
+    "budget_s": ("budget_s", float, "seconds of training to size the run to (its epochs fitted to them on this "
+                 "machine); 0: --epochs"),
     "watch_images": ("watch_images", int, "learning monitor: test images guessed leave-one-out as Explore guesses "
                      "(0: off)"),
     "watch_every": ("watch_every", float, "learning monitor: seconds of training between its points"),
@@ -98,7 +100,9 @@ def train_config(args) -> TrainConfig:
     """TRAIN's config: TrainConfig(), or the preset, with the options given on top."""
     given = given_options(args, [*CONFIG_OPTIONS, "compile", "sync_bn"])
     if "name" in given:
-        given["name"] = safe_name(given["name"])  # "--name my_model.pth" names the run "my_model"
+        given["name"] = safe_name(given["name"])
+    if "epochs" in given and "budget_s" not in given:  # epochs asked for: not a preset's time budget
+        given["budget_s"] = 0.0  # "--name my_model.pth" names the run "my_model"
     base = TrainConfig.from_preset(args.preset) if args.preset else TrainConfig()
     return base.with_values(given).validate()
 

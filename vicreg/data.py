@@ -20,7 +20,6 @@ from .config import default_cache_dir
 from .files import atomic_write
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class DataError(RuntimeError):

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import LossConfig
+
 
 class VICRegTerms(NamedTuple):
     total: Tensor
@@ -53,10 +55,10 @@ def covariance_loss(z: Tensor) -> Tensor:
 def vicreg_loss(
     z_a: Tensor,
     z_b: Tensor,
-    inv_coeff: float = 25.0,
-    var_coeff: float = 25.0,
-    cov_coeff: float = 1.0,
-    eps: float = 1e-4,
+    inv_coeff: float = LossConfig.inv_coeff,
+    var_coeff: float = LossConfig.var_coeff,
+    cov_coeff: float = LossConfig.cov_coeff,
+    eps: float = LossConfig.eps,
     gather: Callable[[Tensor], Tensor] | None = None,
 ) -> VICRegTerms:
     """Total loss and its three unweighted terms, as in the official implementation.
@@ -120,10 +122,10 @@ def multiview_covariance(zs: Sequence[Tensor]) -> Tensor:
 
 def multiview_loss(
     zs: Sequence[Tensor],
-    inv_coeff: float = 25.0,
-    var_coeff: float = 25.0,
-    cov_coeff: float = 1.0,
-    eps: float = 1e-4,
+    inv_coeff: float = LossConfig.inv_coeff,
+    var_coeff: float = LossConfig.var_coeff,
+    cov_coeff: float = LossConfig.cov_coeff,
+    eps: float = LossConfig.eps,
     gather: Callable[[Tensor], Tensor] | None = None,
 ) -> VICRegTerms:
     """vicreg_loss over N >= 2 views of each image: invariance over every pair of views, variance and

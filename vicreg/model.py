@@ -46,7 +46,7 @@ class VICReg(nn.Module):
         """512-d backbone representation (what evaluation and the app use)."""
         return self.backbone(x)
 
-    def forward(self, *views: Tensor, loss_kwargs: dict | None = None) -> tuple[VICRegTerms, ...]:
+    def forward(self, *views: Tensor, loss_kwargs: dict | None = None) -> tuple[VICRegTerms | Tensor, ...]:
         """The loss terms, then each view's embedding (`terms, z_a, z_b = model(x_a, x_b)`)."""
         # Separate passes per view, as in the official code: BatchNorm statistics are then
         # per view, so a view's embedding cannot borrow statistics from its partners.

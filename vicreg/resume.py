@@ -2,18 +2,11 @@
 checkpoint (the recipe) and what from the caller (the run's own settings), and how long it runs."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .checkpoint import RUN_FIELDS, Checkpoint
 from .config import TrainConfig
 from .names import CheckpointError, checkpoint_stem
 
-if TYPE_CHECKING:  # checkpoint.py imports this module (RESUME_MAY_CHANGE)
-    from .checkpoint import Checkpoint
-
-# Settings of the run rather than of the recipe: a resume takes them from the caller.
-RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
-              "knn_train", "knn_test", "watch_images", "watch_every")
-RESUME_MAY_CHANGE = (*RUN_FIELDS, "epochs")  # what two saves of one file may disagree on
+__all__ = ["RUN_FIELDS", "more_epochs", "resume_config"]
 
 
 def resume_config(ckpt: Checkpoint, run: TrainConfig, epochs: int | None = None) -> TrainConfig:

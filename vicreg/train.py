@@ -21,6 +21,7 @@ import torch
 
 from . import distributed as ddp
 from .augment import n_views
+from .budget import fitted_epochs, seconds_per_step
 from .checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -177,6 +178,8 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Di
     )
     if cfg.watch_images and d.main:
         run.watch = Watch(data.test, cfg.watch_images, cfg.watch_every, cfg.augment)
+    if cfg.budget_s and ckpt is None and not d.active:
+        _fit_budget(run)
     if cfg.augment.views != 2:  # pairs/s then counts images: each brings `views` views
         run.notes.append(f"{cfg.augment.views} views of each image, {cfg.augment.view_size or cfg.augment.size} px")
     if sides := cfg.augment.view_sides():
@@ -199,6 +202,28 @@ def _setup(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp.Di
         if note:
             run.notes.append(note)
     return run
+
+
+def _fit_budget(run: _Run) -> None:
+    """Epochs that fit cfg.budget_s seconds of training, from timed steps that leave no trace (vicreg/budget.py)."""
+    cfg, real = run.cfg, (run.opt, run.gen)
+    run.opt = make_optimizer(run.model, cfg, fused=run.rt.device.type == "cuda")  # throwaway state
+    run.gen = torch.Generator(device=run.rt.device).manual_seed(cfg.seed + 1)
+    order = epoch_order(run.images.shape[0], cfg.seed, 0).to(run.images.device)
+    lr = cfg.scaled_lr() * 0.1
+
+    def step(i: int) -> None:
+        _step(run, run.batch(order, i % run.steps_per_epoch), lr, cfg.augment.view_side(0, cfg.epochs))
+
+    try:
+        secs = seconds_per_step(run.model, step)
+    finally:
+        run.opt, run.gen = real
+    epochs = fitted_epochs(cfg.budget_s, secs, run.steps_per_epoch)
+    run.cfg = cfg.updated({"epochs": epochs})
+    run.total = run.steps_per_epoch * epochs
+    run.warmup = min(int(cfg.warmup_epochs * run.steps_per_epoch), run.total // 2)
+    run.notes.append(f"{epochs} epochs fit the {cfg.budget_s:g}-second budget here ({secs:.2f} s per step)")
 
 
 def _model(cfg: TrainConfig, rt: Runtime, d: ddp.Dist) -> tuple[VICReg, torch.nn.Module]:

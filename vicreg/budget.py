@@ -1,0 +1,38 @@
+"""Runs sized by time (`TrainConfig.budget_s`): a visitor's demo ends, learning-rate decay and all, within its
+minutes on whatever CPU it lands on. The same CPUs differ several-fold in speed (AMX, AVX-512-BF16, or
+neither), so a recipe fixed in epochs that takes 2 minutes on one takes 10 on another.
+
+A fresh run with a budget times a few real training steps on throwaway state (a copy of the optimiser and
+its own augmentation stream), puts the model's weights and BatchNorm statistics back exactly as they were,
+and sets its epochs to what fits: `epochs` is then fixed in the run's config (and in its checkpoints), so
+the schedule stays a pure function of the step and resuming stays exact. Under torchrun the budget is not
+used (every rank would have to agree on it); the preset's epochs stand.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import torch
+
+TIMED_STEPS = 3  # after one untimed step (oneDNN and the allocator warm up in the first)
+
+
+def seconds_per_step(model: torch.nn.Module, step: Callable[[int], None]) -> float:
+    """The median time of `step(i)` over TIMED_STEPS steps after one warm-up, with `model`'s state put back."""
+    state = copy.deepcopy(model.state_dict())
+    times = []
+    try:
+        for i in range(TIMED_STEPS + 1):
+            t0 = time.perf_counter()
+            step(i)
+            times.append(time.perf_counter() - t0)
+    finally:
+        model.load_state_dict(state)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def fitted_epochs(budget_s: float, step_s: float, steps_per_epoch: int) -> int:
+    """Whole epochs closest to the budget (at least one)."""
+    return max(1, round(budget_s / max(step_s * steps_per_epoch, 1e-9)))
