@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -34,6 +35,7 @@ from vicreg.data import Dataset, even_subset, load_dataset
 from vicreg.embed import load_model
 from vicreg.evaluate import extract_features
 from vicreg.model import VICReg
+from vicreg.names import metrics_path
 from vicreg.runtime import cpu_kind, make_runtime
 from vicreg.train import train
 
@@ -82,7 +84,7 @@ def cost(spec: str, cfg: TrainConfig, data: Dataset, folder: str) -> dict:
             "maps": drawn.count if drawn else 0, "cpu": cpu_kind()}
 
 
-def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int) -> dict:
+def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int, keep: str | None = None) -> dict:
     rt = make_runtime("auto", "auto", True, cfg.threads)
     before = app_guess(untrained(cfg, rt).backbone, data, rt, queries, bank)
     t0, last, watched = time.perf_counter(), None, []
@@ -95,6 +97,10 @@ def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int)
         raise SystemExit(f"{spec}: {getattr(last, 'reason', 'no events')}")
     model, _, _ = load_model(last.checkpoint, rt)
     after = app_guess(model.backbone, data, rt, queries, bank)
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        preset = spec.split(",")[0].removeprefix("preset=")  # the run's preset: its reference's file name
+        shutil.copyfile(metrics_path(cfg.checkpoint_dir, cfg.name), os.path.join(keep, f"{preset}.metrics.jsonl"))
     return {"run": spec, "wall_s": round(wall, 1), "steps": last.step, "untrained": round(100 * before, 2),
             "after": round(100 * after, 2), "monitor": watched, "cpu": cpu_kind()}
 
@@ -107,6 +113,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--cost", action="store_true", help="images/s with the monitor and map, and without")
     ap.add_argument("--out", default="runs/visitor_run.jsonl")
+    ap.add_argument("--keep", default=None, help="copy each run's metrics file into this folder as "
+                    "<preset>.metrics.jsonl (assets/reference/ holds the ones the Train tab draws in grey)")
     args = ap.parse_args()
     _, sample = demo_files(None)
     data = load_dataset(sample)
@@ -115,7 +123,8 @@ def main() -> None:
         base = TrainConfig(data=sample, checkpoint_dir=tmp, threads=args.threads, name="visitor")
         for spec in args.run or [f"preset={QUICK}", f"preset={LONG_DEMO}"]:
             cfg, _ = parse_run(spec, base, keep_schedule=True)
-            row = cost(spec, cfg, data, tmp) if args.cost else run_one(spec, cfg, data, args.queries, args.bank)
+            row = (cost(spec, cfg, data, tmp) if args.cost
+                   else run_one(spec, cfg, data, args.queries, args.bank, args.keep))
             rows.append(row)
             print(json.dumps(row), flush=True)
             os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -23,11 +23,11 @@ from vicreg.progress import Progress
 NICE = 19  # the lowest priority: a training job (nice 0) keeps its cores; idle cores still do this work
 
 
-def lower_priority() -> None:
-    """This process (and the threads it starts from now on) at nice NICE."""
+def lower_priority(nice: int = NICE) -> None:
+    """This process (and the threads it starts from now on) at `nice`."""
     if hasattr(os, "nice"):
         try:
-            os.nice(max(0, NICE - os.nice(0)))
+            os.nice(max(0, nice - os.nice(0)))
         except OSError:  # a platform or sandbox that refuses: the work still gets done
             pass
 

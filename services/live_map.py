@@ -5,7 +5,9 @@ Each layout is a small exact t-SNE (numpy only: a few hundred points, well under
 from the previous layout, then turned, scaled and moved onto it (orthogonal Procrustes), so points move
 rather than jump between refreshes. UMAP, as the UMAP tab uses, costs 15-45 s of CPU per fit in a fresh
 process here (numba), far more than a refresh every 20 s of training may take. The layout runs in a child
-process at the lowest priority (services/children.py), as the Explore banks do:
+process at a low priority (services/children.py), as the Explore banks do, though not the lowest: a map
+that waits for a busy CPU to fall idle arrives after the run it shows has moved on, and one takes a few
+hundred milliseconds of CPU every monitor point (docs/recipes.md measures the cost):
 
     python -m services.live_map features.npy out.npy [previous.npy]
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PERPLEXITY = 20.0
+MAP_NICE = 10  # below training (0), above the feature banks (19)
 FIRST_ITERS, NEXT_ITERS = 400, 120  # a fresh layout needs the early exaggeration phase; a refresh starts near
 
 
@@ -182,7 +185,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    lower_priority()
+    lower_priority(MAP_NICE)
     watch_parent()
     feats = np.load(argv[0], allow_pickle=False)
     previous = np.load(argv[2], allow_pickle=False) if len(argv) > 2 else None

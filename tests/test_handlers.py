@@ -74,7 +74,7 @@ def test_presets_by_field_name():
     assert preset_choices()[0] == ("Quick CPU demo", "quick_demo")
     assert KNOBS[6:9] == ("loss.inv_coeff", "loss.var_coeff", "loss.cov_coeff")
     assert KNOBS[-2:] == ("augment.views", "augment.view_size")  # new knobs last: the API's order stays
-    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 1000, 250, 0.5, 2, 0)
+    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 5000, 0, 0.5, 2, 16)
     cpu90 = dict(zip(KNOBS, preset_knobs("cpu90"), strict=True))
     assert (cpu90["augment.views"], cpu90["augment.view_size"]) == (2, 24)  # a preset fills the views too
     assert preset_knobs("custom") == ({"__type__": "update"},) * len(KNOBS)
@@ -91,9 +91,10 @@ def test_config_is_the_preset_with_the_knobs(setup, demo_pair):  # noqa: F811
     cfg = h.train.config("cpu30", knobs(name="mine", epochs=4), "cpu", 0)
     want = TrainConfig.from_preset("cpu30").updated(
         {"name": "mine", "epochs": 4, "batch_size": 64, "optimizer": "lars", "lr": None, "train_subset": 2000,
-         "knn_train": 1000, "knn_test": 250, "warmup_epochs": 0.5, "device": "cpu", "data": demo_pair[1],
+         "knn_train": 5000, "knn_test": 0, "warmup_epochs": 0.5, "device": "cpu", "data": demo_pair[1],
          "checkpoint_dir": studio.checkpoint_dir, "threads": 1, "loss": {"inv_coeff": 25.0, "var_coeff": 25.0,
-                                                                          "cov_coeff": 1.0}})
+                                                                          "cov_coeff": 1.0},
+         "augment": {"views": 2, "view_size": 16}})
     assert cfg == want
     assert h.train.config("quick_demo", knobs(), "cpu", 2).data == demo_pair[1]  # the sample: no dataset here
 
@@ -115,7 +116,7 @@ def test_start_messages(setup, demo_pair):  # noqa: F811
                                              "dataset is not available here): saving to checkpoint <code>quick_demo"
                                              "</code>" % (n + 1))
     cfg, resume = job.started[-1]
-    assert (cfg.train_subset, cfg.knn_train, cfg.knn_test, resume) == (2000, 1000, 250, None)
+    assert (cfg.train_subset, cfg.knn_train, cfg.knn_test, resume) == (2000, 5000, 0, None)
     assert job.limits == (None, None, 1)  # a private tool: no owner, no time limit; one process by default
     # the knobs travel by name, whatever their order, and only known ones
     h.train.start(**{"lr": 0, "var_coeff": 0, **{k: v for k, v in base.items() if k not in ("lr", "var_coeff")}})

@@ -79,10 +79,7 @@ class TrainHandlers:
     def config(self, preset: str, values: dict, device: str, threads) -> TrainConfig:
         """The preset's recipe with the knobs on top (`values`: by dotted name), run on the data this server has."""
         name = safe_name(str(values.get("name") or "vicreg_model").strip(), self.studio.checkpoint_dir)
-        base = base_config(preset)
-        if base.budget_s and "epochs" in values and int(values["epochs"] or 0) != base.epochs:
-            values = {**values, "budget_s": 0}  # epochs asked for: not the preset's time budget
-        cfg = base.with_values({**values, "name": name, "device": device,
+        cfg = base_config(preset).with_values({**values, "name": name, "device": device,
                                                "data": self.studio.data.path(),
                                                "checkpoint_dir": self.studio.checkpoint_dir,
                                                "threads": self._threads(threads)})

@@ -100,9 +100,7 @@ def train_config(args) -> TrainConfig:
     """TRAIN's config: TrainConfig(), or the preset, with the options given on top."""
     given = given_options(args, [*CONFIG_OPTIONS, "compile", "sync_bn"])
     if "name" in given:
-        given["name"] = safe_name(given["name"])
-    if "epochs" in given and "budget_s" not in given:  # epochs asked for: not a preset's time budget
-        given["budget_s"] = 0.0  # "--name my_model.pth" names the run "my_model"
+        given["name"] = safe_name(given["name"])  # "--name my_model.pth" names the run "my_model"
     base = TrainConfig.from_preset(args.preset) if args.preset else TrainConfig()
     return base.with_values(given).validate()
 
