@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from vicreg.config import LONG_DEMO, TrainConfig
 
 VISITOR_MINUTES = 10.0
+KNN_MONITOR = (1000, 250)  # the per-epoch kNN monitor a visitor's run may have (bank, queries), off in the demos
 HOW_TO_SET = ("the owner sets an admin secret named VICREG_ADMIN_TOKEN (a secret in the Space's settings on Hugging "
               "Face, or an environment variable where the app runs) and restarts the app")
 
@@ -101,9 +102,10 @@ class Access:
             too_big.append(f"batch size at most {q.batch_size} (asked {cfg.batch_size})")
         if cfg.augment.views > q.augment.views:
             too_big.append(f"views per image at most {q.augment.views} (asked {cfg.augment.views})")
-        if cfg.knn_test > q.knn_test or cfg.watch_images > q.watch_images:
-            too_big.append(f"monitors at most {q.watch_images:,} test images"
-                           + (f" and a kNN monitor of {q.knn_test:,}" if q.knn_test else " (no per-epoch kNN)"))
+        knn_big = cfg.knn_test > KNN_MONITOR[1] or (cfg.knn_test > 0 and cfg.knn_train > KNN_MONITOR[0])
+        if knn_big or cfg.watch_images > q.watch_images:
+            too_big.append(f"monitors at most {q.watch_images:,} test images, and a kNN monitor of {KNN_MONITOR[0]:,} "
+                           f"train / {KNN_MONITOR[1]:,} test images")
         if cfg.compile:
             too_big.append("no torch.compile")
         if processes > 1:

@@ -63,7 +63,9 @@ def test_train_writes_checkpoint_sidecar_and_metrics(trained):
     side = json.loads((work / "checkpoints" / "my_model.json").read_text())
     assert side["epoch"] == EPOCHS and "optimizer" not in side
     lines = [json.loads(line) for line in (work / "checkpoints" / "my_model.metrics.jsonl").read_text().splitlines()]
-    assert [e["kind"] for e in lines] == ["start"] + (["step"] * 4 + ["epoch"]) * EPOCHS + ["end"]
+    # the kNN monitor's untrained figure first (the chart's baseline), then each epoch's
+    assert [e["kind"] for e in lines] == ["start", "watch"] + (["step"] * 4 + ["epoch"]) * EPOCHS + ["end"]
+    assert lines[1]["step"] == 0 and 0 <= lines[1]["knn_top1"] <= 1 and lines[1]["guess"] is None
     assert [e["step"] for e in lines if e["kind"] == "step"] == list(range(1, 4 * EPOCHS + 1))
     assert f"finished: trained {EPOCHS} epochs" in r.stdout and "kNN top-1" in r.stdout
 

@@ -223,7 +223,8 @@ def _fit_budget(run: _Run) -> None:
     run.cfg = cfg.updated({"epochs": epochs})
     run.total = run.steps_per_epoch * epochs
     run.warmup = min(int(cfg.warmup_epochs * run.steps_per_epoch), run.total // 2)
-    run.notes.append(f"{epochs} epochs fit the {cfg.budget_s:g}-second budget here ({secs:.2f} s per step)")
+    fit = "1 epoch fits" if epochs == 1 else f"{epochs} epochs fit"
+    run.notes.append(f"{fit} the {cfg.budget_s:g}-second budget here ({secs:.2f} s per step)")
 
 
 def _model(cfg: TrainConfig, rt: Runtime, d: ddp.Dist) -> tuple[VICReg, torch.nn.Module]:
