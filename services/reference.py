@@ -32,7 +32,9 @@ class Reference:
 
 
 def _recipe(config: dict) -> dict:
-    return {k: v for k, v in TrainConfig.from_dict(config).to_dict().items() if k not in RUN_ONLY}
+    """The fields that make a recipe: not the run's own, and not the epochs a time budget fitted to this CPU."""
+    d = TrainConfig.from_dict(config).to_dict()
+    return {k: v for k, v in d.items() if k not in RUN_ONLY and not (k == "epochs" and d["budget_s"])}
 
 
 def preset_of(config: dict) -> str | None:

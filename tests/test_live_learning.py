@@ -95,6 +95,7 @@ def test_the_reference_is_the_previous_run_else_a_shipped_run_of_the_preset(tmp_
     previous = JobSnapshot(1, "finished", start, [_step(1, 28.0)])
     assert reference_for(JobSnapshot(2, "running", start, previous=previous)).label == "the previous run (visitor-x)"
     assert preset_of(cfg) == QUICK and preset_of({**cfg, "batch_size": 32}) is None
+    assert preset_of({**cfg, "epochs": 2}) == QUICK  # the epochs its time budget fitted on this CPU
     folder = tmp_path / "ref"
     folder.mkdir()
     assert reference_for(JobSnapshot(2, "running", start), str(folder)) is None  # nothing shipped here
