@@ -6,6 +6,7 @@ the two read on one chart), or, before there is one, a shipped run of the same p
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -37,16 +38,26 @@ def _recipe(config: dict) -> dict:
     return {k: v for k, v in d.items() if k not in RUN_ONLY and not (k == "epochs" and d["budget_s"])}
 
 
+@functools.cache
+def _preset_recipes() -> tuple[tuple[str, dict], ...]:
+    return tuple((p, _recipe(TrainConfig.from_preset(p).to_dict())) for p in PRESETS)
+
+
 def preset_of(config: dict) -> str | None:
     """The preset whose recipe this run's config is, if any."""
     mine = _recipe(config)
-    return next((p for p in PRESETS if _recipe(TrainConfig.from_preset(p).to_dict()) == mine), None)
+    return next((p for p, recipe in _preset_recipes() if recipe == mine), None)
 
 
 def shipped(preset: str, folder: str = FOLDER) -> Reference | None:
     path = os.path.join(folder, f"{preset}.metrics.jsonl")
     if not os.path.isfile(path):
         return None
+    return _read(path, os.path.getmtime(path), preset)
+
+
+@functools.lru_cache(maxsize=8)  # a shipped file is read once (per change), not at every poll of the Train tab
+def _read(path: str, _mtime: float, preset: str) -> Reference:
     events = [event(d) for d in read_metrics(path)]
     return Reference(f"a finished {preset} run", [e for e in events if isinstance(e, StepEvent)],
                      [e for e in events if isinstance(e, EpochEvent)], [e for e in events if isinstance(e, WatchEvent)])
