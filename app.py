@@ -16,7 +16,6 @@ import os
 from services.studio import Studio
 from ui.layout import build_demo, launch
 from vicreg.config import storage_root
-from vicreg.jobs import TrainingJob
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,9 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     if s.space and storage_root() is None:
         log.warning("no persistent storage: checkpoints, caches and downloads written here are lost when the Space "
                     "restarts (add the Space's persistent storage, mounted at /data, or set VICREG_STORAGE)")
-    job = TrainingJob(data_loader=studio.training_data)  # decodes each dataset once per process
+    studio.training.start_up()  # before the page: on ZeroGPU the GPU calls are decorated now (services/gpu.py)
+    demo = build_demo(studio, studio.training.job)  # lays the page out and starts nothing
+    # then the work a first visitor wants soonest: the feature banks and map of the checkpoint the page opens on
+    # (ui/header.py's choice), built in the background; a checkpoint chosen later starts its own
+    if opening := studio.catalog.preferred(None):
+        studio.maps.select(opening)
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    launch(build_demo(studio, job), port, s.host, s.max_upload_mb)
+    launch(demo, port, s.host, s.max_upload_mb)
 
 
 if __name__ == "__main__":

@@ -86,13 +86,17 @@ class MapStore:
                 return bank
         return None
 
+    def pause(self, st: Stage, seconds: float) -> None:
+        """Until the stage is done or `seconds` pass, whichever comes first (never raises)."""
+        self.builder.wait(st, seconds)
+
     def wait(self, st: Stage, progress: Progress | None = None, timeout: float = 1800) -> None:
         progress, t0 = progress or noop, time.perf_counter()
         while not st.done:
             if time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"not ready within {timeout:.0f}s ({st.text})")
             progress(st.fraction, st.text)
-            self.builder.wait(st, 1.0)
+            self.pause(st, 1.0)
         if st.state == FAILED:
             raise RuntimeError(st.error)
 

@@ -23,7 +23,7 @@ from vicreg.files import file_sha256
 from vicreg.model import VICReg
 from vicreg.names import checkpoint_stem
 from vicreg.progress import Progress
-from vicreg.runtime import Runtime, make_runtime
+from vicreg.runtime import Runtime, make_runtime, resolve_device
 
 from .lru import Lru
 from .neighbours import l2_normalize
@@ -88,6 +88,12 @@ class ModelCache:
         if self._rt is None:
             self._rt = make_runtime(self._device, self._precision)
         return self._rt
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether heavy work runs on an accelerator: the runtime's device, known without making the runtime
+        (which also sets torch's thread count) when it is not made yet."""
+        return (self._rt.device if self._rt is not None else resolve_device(self._device)).type != "cpu"
 
     def get(self, path: str | None) -> tuple[VICReg, TrainConfig]:
         """The checkpoint's model in eval mode; path None = the random-initialised baseline."""

@@ -16,6 +16,7 @@ from .maps import MapStore
 from .models import FileHashes, ModelCache
 from .reports import ReportStore
 from .settings import Settings
+from .training import Training
 from .visitors import VisitorRuns
 
 
@@ -32,6 +33,9 @@ class Studio:
         self.access = s.access()
         self.live_map = LiveMap(os.path.join(s.cache_dir, "live-map"))  # the Train tab's map of the monitor's images
         self.visitors = VisitorRuns(s.checkpoint_dir, s.visitor_keep, s.visitor_mb)  # what is kept of visitors' runs
+        # the training job, its runs checked and cut for this server (app.py calls its start_up before launch)
+        self.training = Training(s.checkpoint_dir, s.cache_dir, self.data, self.catalog, self.access, self.visitors,
+                                 self.models.threads)
 
     @classmethod
     def from_env(cls, host: str | None = None) -> "Studio":

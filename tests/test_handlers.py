@@ -13,6 +13,7 @@ from PIL import Image
 import services.data
 from services.settings import Settings
 from services.studio import Studio
+from services.training import TrainingJob
 from ui.common import DATA_HELP, KNOBS, PRESET_LABELS, UNLISTED, knob_arg, preset_choices, scrub
 from ui.eval_handlers import NEEDS_DATA
 from ui.layout import Handlers
@@ -21,7 +22,6 @@ from ui.train_status import progress_html
 from vicreg.checkpoint import FORMAT, read_meta
 from vicreg.config import DEFAULT_MODEL, MAX_VIEWS, PRESETS, TrainConfig
 from vicreg.data import load_packed, read_packed
-from vicreg.jobs import TrainingJob
 from vicreg.report import REPORT_KEYS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -56,6 +56,7 @@ def test_failure_is_reported_not_raised(tmp_path):
 
 
 def test_time_limit_stops_the_run_with_a_checkpoint(cifar, tmp_path):
+    from services.training import TrainingJob  # the app's job: it words the visitors' time limit
     from vicreg.checkpoint import load_checkpoint
 
     job = TrainingJob(data_loader=lambda _cfg: cifar)

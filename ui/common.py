@@ -6,13 +6,13 @@ import html
 import logging
 import re
 
-from vicreg.checkpoint import CheckpointError
-from vicreg.config import PRESETS, TrainConfig
-from vicreg.data import DataError
+from services.errors import BadImage, CheckpointError, DataError
+from services.training import PRESETS, TrainConfig
+from services.training import QUICK as QUICK  # the Quick CPU demo's preset, for the page's shortcuts to it
 
 log = logging.getLogger("vicreg.app")
 
-# Friendly labels of vicreg.config.PRESETS; only presets that exist are offered.
+# Friendly labels of the engine's PRESETS (vicreg/config.py); only presets that exist are offered.
 PRESET_LABELS = {"quick_demo": "Quick CPU demo", "long_demo": "10-minute CPU demo", "cpu30": "30-minute CPU recipe",
                  "cpu90": "Previous default model's recipe (two views, about 90 min on a 2-core CPU)",
                  "cpu150": "Default model recipe (4 views of 16 px, about 2 h on a 2-core CPU)",
@@ -92,13 +92,19 @@ def failure(what: str, exc: BaseException, hint: str = "") -> str:
     return msg(f"{what}. {hint}".strip(), "error")
 
 
-def explain(what: str, exc: BaseException) -> str:
-    """`failure` with the hint that fits the kind of error: another checkpoint, the data, or the log."""
+def explain(what: str, exc: BaseException, *, checkpoint: str | None = None, data: str | None = None,
+            hint: str = "The details are in the server log.") -> str:
+    """The one rule from an error (services/errors.py) to what a visitor reads, by what they can do about it:
+    an image that cannot be read says why; a checkpoint that cannot be used (pick another), data that cannot
+    be loaded (how to get it), anything else (`hint`) say what failed, their details going to the server log.
+    `checkpoint`, `data`: what failed in those cases, where "`what`: the cause" would say it less well."""
+    if isinstance(exc, BadImage):
+        return msg(f"This image cannot be used: {esc(exc)}", "error")
     if isinstance(exc, CheckpointError):
-        return failure(f"{what}: the checkpoint cannot be used", exc, "Pick another one.")
+        return failure(checkpoint or f"{what}: the checkpoint cannot be used", exc, "Pick another one.")
     if isinstance(exc, DataError):
-        return failure(f"{what}: CIFAR-10 could not be loaded", exc, DATA_HELP)
-    return failure(what, exc, "The details are in the server log.")
+        return failure(data or f"{what}: CIFAR-10 could not be loaded", exc, DATA_HELP)
+    return failure(what, exc, hint)
 
 
 def fmt_seconds(s: float | None) -> str:

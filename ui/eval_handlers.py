@@ -1,16 +1,15 @@
 """Evaluate tab handlers: a checkpoint's stored report, or a kNN + linear probe run beside the
-random-initialised baseline (vicreg.report.EvalReport, through services/reports.py)."""
+random-initialised baseline (EvalReport, through services/reports.py)."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
 import gradio as gr
 
-from services.reports import stored_report
+from services.catalog import checkpoint_stem
+from services.errors import EXPECTED, CheckpointError
+from services.reports import EvalReport, stored_report
 from services.studio import Studio
-from vicreg.data import DataError
-from vicreg.names import CheckpointError, checkpoint_stem
-from vicreg.report import EvalReport
 
 from . import charts
 from .common import DATA_HELP, UNLISTED, esc, explain, failure, msg
@@ -91,7 +90,7 @@ class EvalHandlers:
         try:
             for i, (name, p) in enumerate(todo):
                 results[name] = self.studio.reports.evaluate(p, ntr, nte, ep, _share(progress, i, len(todo), name))
-        except (CheckpointError, DataError, ValueError, RuntimeError, OSError) as e:
+        except EXPECTED as e:
             return EvalOut(explain("Evaluation failed", e))
         results = dict(reversed(list(results.items())))  # checkpoint first, baseline second
         note = "" if path else msg("No trained checkpoint selected: only the random baseline was evaluated.", "warn")

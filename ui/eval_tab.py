@@ -33,8 +33,7 @@ class EvalTab:
 
 
 def build(h: EvalHandlers, ckpt: gr.Dropdown) -> EvalTab:
-    on_gpu = h.studio.models.rt.device.type != "cpu"
-    default = list(SIZES)[1 if on_gpu else 0]
+    default = list(SIZES)[1 if h.studio.models.on_gpu else 0]
     gr.Markdown("Frozen-backbone evaluation on CIFAR-10: features are extracted once, then a weighted kNN "
                 "classifier and a linear probe (100 epochs on standardised features) are fitted. The random-"
                 "initialised network is evaluated the same way beside it (computed once, then cached). "

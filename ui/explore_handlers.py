@@ -3,9 +3,10 @@ neighbours among the test images, kNN class guess, position on the map). Each vi
 in their own gr.State.
 
 The page's handlers are generators: the views come at once, the embedding next, then the neighbours
-and guess from the best feature bank there is (services/maps.py), and the answer follows the
-background work until the full test set's bank and map are there. `upload` and `test_image` run the
-same to the end and return the last answer: the API's endpoints, one complete answer per call."""
+and guess from the best feature bank there is, and the answer follows the background work until the
+full test set's bank and map are there (services/explore.py decides which bank answers and what it
+answers; this file shows it). `upload` and `test_image` run the same to the end and return the last
+answer: the API's endpoints, one complete answer per call."""
 from __future__ import annotations
 
 import os
@@ -17,19 +18,15 @@ from typing import Iterator
 import gradio as gr
 import numpy as np
 
+from services import explore
 from services.banks import BANK, MAP
-from services.images import BadImage
+from services.errors import EXPECTED, BadImage, DataError
 from services.lru import Lru
-from services.maps import Bank
-from services.neighbours import project
 from services.studio import Studio
-from vicreg.data import DataError
-from vicreg.names import CheckpointError
 
 from . import charts
-from .common import DATA_HELP, UNLISTED, esc, failure, msg
+from .common import DATA_HELP, UNLISTED, esc, explain, failure, msg
 from .explore_reply import (
-    MAP_K,
     Answer,
     ExploreOut,
     RedrawOut,
@@ -42,20 +39,9 @@ from .explore_reply import (
 )
 from .pictures import Pictures, Thumbnails
 
-N_NEIGHBOURS = 8
-VOTE_K = 20
-WAIT_SECONDS = 900  # how long one answer follows the background work; the page's status line goes on after
-
 
 def _last(replies: Iterator):
     return deque(replies, maxlen=1).pop()
-
-
-def _better(bank: Bank, shown: Bank | None) -> bool:
-    """The full test set's bank beats the sample's; the same bank with its map beats it without."""
-    if shown is None or (shown.stand_in and not bank.stand_in):
-        return True
-    return bank.where == shown.where and shown.coords is None and bank.coords is not None
 
 
 class ExploreHandlers:
@@ -89,57 +75,33 @@ class ExploreHandlers:
 
     def example_indices(self) -> list[int]:
         """The first `per_class` test images of every class."""
-        def make() -> list[int]:
-            labels = self.studio.data.dataset().test.labels.numpy()
-            return [int(i) for c in range(int(labels.max()) + 1) for i in np.nonzero(labels == c)[0][: self.per_class]]
+        return list(self._examples.get(self.studio.data.path(), lambda: explore.example_indices(
+            self.studio.data.dataset().test.labels.numpy(), self.per_class)))
 
-        return list(self._examples.get(self.studio.data.path(), make))
-
-    def _answer(self, bank: Bank, vec: np.ndarray, exclude: int | None) -> Answer:
-        q = bank.index.query(vec, N_NEIGHBOURS, VOTE_K, exclude_test_index=exclude)
+    def _show(self, found: explore.Found) -> Answer:
+        """A bank's answer as the page shows it: thumbnails with captions, and the marker on its map."""
+        bank, q = found.bank, found.query
         cells = [(self.thumbnails.get(bank.where.data, n.index, lambda i=n.index: hwc(bank.images[i].numpy())),
                   f"{n.cls} · {n.similarity:.3f} · #{n.index}") for n in q.neighbours]
         near = [{"index": n.index, "class": n.cls, "similarity": round(n.similarity, 4)} for n in q.neighbours]
         a = Answer(bank, near, q.guess, neighbours_html(cells, bank_title(bank)))
-        if bank.coords is not None:
-            xy = project(q.sims[:MAP_K], bank.coords[q.rows[:MAP_K]])
+        if (xy := found.xy) is not None:
             bg, to_px = self._backgrounds.get(bank.index.key, lambda: charts.map_background(
                 bank.coords, bank.index.labels, bank.index.classes))
             a.xy, a.map_picture = [float(xy[0]), float(xy[1])], self.pictures(charts.map_with_marker(bg, to_px, xy))
         return a
 
-    @staticmethod
-    def _exclude(bank: Bank, test_index: int | None, pixels: np.ndarray) -> int | None:
-        """Leave-one-out: a test image's own row. In the sample standing in for the dataset it is found
-        by its pixels (the two number their test images differently)."""
-        if test_index is None or not bank.stand_in:
-            return test_index
-        flat = bank.images.reshape(len(bank.images), -1).numpy()
-        same = np.flatnonzero((flat == pixels.reshape(1, -1)).all(1))
-        return int(bank.index.indices[same[0]]) if same.size else None
-
     def _follow(self, r: Reply, path: str, vec: np.ndarray) -> Iterator[ExploreOut]:
         """The best answer there is, then better ones as the background work makes them possible."""
-        maps, shown, last = self.studio.maps, None, None
-        pixels, test_index = r.state["pixels"], r.state["test_index"]
-        if (now := maps.best(path)) is None or now.stand_in:
-            maps.need_bank(path)  # an API caller's checkpoint too; a page's is already on its way
-        deadline = time.perf_counter() + WAIT_SECONDS
-        while True:
-            bank_stage, map_stage = maps.stage(BANK, path), maps.stage(MAP, path)  # before: a stage done is in `best`
-            bank = maps.best(path)
-            if bank is not None and _better(bank, shown):
-                r.set_answer(self._answer(bank, vec, self._exclude(bank, test_index, pixels)), test_index)
-                shown = bank
-            r.follow(bank_stage, map_stage)
+        pixels, test_index, last = r.state["pixels"], r.state["test_index"], None
+        for step in explore.follow(self.studio.maps, path, vec, test_index, pixels):
+            if step.found is not None:
+                r.set_answer(self._show(step.found), test_index)
+            r.follow(step.bank, step.map)
             out = r.out()
             if (out.status, out.neighbours, out.map_image) != last:  # a new answer, or progress to tell
                 last = (out.status, out.neighbours, out.map_image)
                 yield out
-            pending = [s for s in (bank_stage, map_stage) if s is not None and not s.done]
-            if not pending or time.perf_counter() > deadline:
-                return
-            maps.builder.wait(pending[0], 1.0)
 
     def analyse(self, pixels, source, notes, test_index, path) -> Iterator[ExploreOut]:
         t0, seed = time.perf_counter(), secrets.randbelow(2**31)
@@ -170,15 +132,12 @@ class ExploreHandlers:
     def _safely(self, replies) -> Iterator[ExploreOut]:
         try:
             yield from replies()
-        except BadImage as e:
-            gr.Warning(str(e))
-            yield ExploreOut.only(status=msg(f"This image cannot be used: {esc(e)}", "error"))
-        except CheckpointError as e:
-            yield ExploreOut.only(status=failure("This checkpoint cannot be used", e, "Pick another one."))
-        except DataError as e:
-            yield ExploreOut.only(status=failure("The test images could not be loaded", e, DATA_HELP))
-        except (RuntimeError, OSError, ValueError) as e:
-            yield ExploreOut.only(status=failure("This image could not be analysed", e, "Please try again."))
+        except EXPECTED as e:
+            if isinstance(e, BadImage):
+                gr.Warning(str(e))  # a pop-up too: the visitor's own file is at fault
+            yield ExploreOut.only(status=explain("This image could not be analysed", e, hint="Please try again.",
+                                                 checkpoint="This checkpoint cannot be used",
+                                                 data="The test images could not be loaded"))
 
     def _upload(self, file, checkpoint) -> Iterator[ExploreOut]:
         if not file:

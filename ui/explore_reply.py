@@ -12,11 +12,10 @@ import gradio as gr
 import numpy as np
 
 from services.banks import FAILED, RUNNING, WAITING, Stage
+from services.explore import MAP_K
 from services.maps import Bank
 
 from .common import esc, msg
-
-MAP_K = 10
 
 
 class ExploreOut(NamedTuple):

@@ -100,5 +100,4 @@ def build(h: ExploreHandlers, ckpt: gr.Dropdown, tabs: gr.Tabs, preset: gr.Radio
     quiet = dict(api_visibility="private", show_progress="hidden")
     ckpt.change(h.follow, ckpt, [tab.background, timer], **quiet)
     timer.tick(h.background, ckpt, [tab.background, timer], **quiet)
-    h.select(ckpt.value)  # the page is built once, as the app starts: the default checkpoint's bank starts now
     return tab

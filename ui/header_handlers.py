@@ -7,10 +7,10 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
+from services.catalog import checkpoint_stem
+from services.errors import CheckpointError, DataError
 from services.hub import HubError, download_from_hub
 from services.studio import Studio
-from vicreg.data import DataError
-from vicreg.names import CheckpointError, checkpoint_stem
 
 from .common import DATA_HELP, esc, failure, msg, scrub
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from services.studio import Studio
-from vicreg.jobs import TrainingJob
+from services.training import TrainingJob
 
 from . import eval_tab, explore_tab, header, train_tab, umap_tab
 from .eval_handlers import EvalHandlers

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from vicreg.config import QUICK
-
-from .common import NO_CHECKPOINT
+from .common import NO_CHECKPOINT, QUICK
 
 
 def quick() -> tuple:

@@ -1,4 +1,5 @@
-"""Output pictures as files that never change once written, for the Explore tab's images.
+"""Output pictures as files that never change once written, for the Explore tab's images (the files:
+services/pictures.py).
 
 Why not hand gradio numpy arrays: gradio (6.x `save_pil_to_cache`) names an array's file by its
 content hash and *rewrites* that file on every request. Two visitors who get the same picture (a
@@ -17,18 +18,15 @@ they are inline data URIs in one HTML block (`Thumbnails`), so an upload asks fo
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import os
-import threading
-import time
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from services.lru import Lru
-from vicreg.files import atomic_write
+from services.pictures import PictureFiles
 
 
 def gradio_folder() -> str:
@@ -37,53 +35,11 @@ def gradio_folder() -> str:
     return os.path.join(get_upload_folder(), "vicreg-pictures")
 
 
-class Pictures:
+class Pictures(PictureFiles):
+    """The files in gradio's upload folder (unless told another), where gradio serves them as they are."""
+
     def __init__(self, folder: str | None = None, keep_seconds: float = 3600, sweep_every: int = 1000):
-        self._folder, self.keep_seconds, self.sweep_every = folder, keep_seconds, sweep_every
-        self._lock = threading.Lock()
-        self._writes = 0
-
-    @property
-    def folder(self) -> str:
-        if self._folder is None:
-            self._folder = gradio_folder()
-        return self._folder
-
-    def __call__(self, hwc: np.ndarray) -> str:
-        """The path of a PNG holding these (H, W, 3) uint8 pixels."""
-        arr = np.ascontiguousarray(hwc, dtype=np.uint8)
-        digest = hashlib.blake2b(arr.tobytes(), digest_size=16)
-        digest.update(repr(arr.shape).encode())
-        path = os.path.join(self.folder, f"{digest.hexdigest()}.png")
-        try:
-            os.utime(path)  # in use again: keep it past the next sweep
-            return path
-        except FileNotFoundError:
-            pass
-        im = Image.fromarray(arr)
-        atomic_write(path, lambda tmp: im.save(tmp, "PNG", compress_level=1), fsync=False)
-        self._count_write()
-        return path
-
-    def _count_write(self) -> None:
-        with self._lock:
-            self._writes += 1
-            due = self._writes % self.sweep_every == 0
-        if due:
-            self.sweep()
-
-    def sweep(self, now: float | None = None) -> int:
-        """Delete pictures not used for keep_seconds; returns how many went."""
-        cutoff = (now or time.time()) - self.keep_seconds
-        gone = 0
-        for entry in os.scandir(self.folder):
-            try:
-                if entry.name.endswith(".png") and entry.stat().st_mtime < cutoff:
-                    os.remove(entry.path)
-                    gone += 1
-            except FileNotFoundError:  # another sweep or a rewrite got there first
-                continue
-        return gone
+        super().__init__(folder or gradio_folder, keep_seconds, sweep_every)
 
 
 def png_data_uri(hwc: np.ndarray) -> str:

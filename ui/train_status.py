@@ -1,9 +1,7 @@
 """What the Train tab shows of the shared job: the progress line and the status the page and the API poll."""
 from __future__ import annotations
 
-from vicreg.events import rate_unit
-from vicreg.jobs import JobSnapshot
-from vicreg.names import checkpoint_stem
+from services.training import JobSnapshot, checkpoint_stem, rate_unit
 
 from .common import esc, fmt_seconds, msg, scrub
 

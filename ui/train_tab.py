@@ -4,12 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
-import torch
 
-from services import gpu
-from vicreg.chunks import ChunkPlan
-from vicreg.config import LONG_DEMO, MAX_VIEWS, PRESETS, QUICK, AugmentConfig
-from vicreg.runtime import make_runtime
+from services.training import (
+    LONG_DEMO,
+    MAX_VIEWS,
+    PRESETS,
+    QUICK,
+    VIEW_SIZE,
+    ChunkPlan,
+    devices,
+    runtime_of,
+)
 
 from . import charts
 from .common import CUSTOM, KNOBS, base_config, knob_arg, knob_values, msg, preset_choices
@@ -58,15 +63,7 @@ class TrainTab:
         return [getattr(self, f) for f in PollOut._fields]
 
 
-def devices() -> list[str]:
-    out = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        out.append("mps")
-    return out
-
-
 GPU = "gpu"
-SIZE = AugmentConfig().size  # CIFAR-10's side: the largest training view
 GPU_ON_CPU = ("The GPU recipe is meant for a GPU: on this device it takes more than a day (about 24 times the "
               "default model's 90-minute CPU recipe). Pick a CUDA device, or a CPU preset.")
 
@@ -86,13 +83,13 @@ def presets(cuda: bool) -> list[tuple[str, str]]:
 def describe_device(dev: str, preset: str | None = None, chunks: ChunkPlan | None = None) -> str:
     """The device a run on `dev` uses, how it is run (ZeroGPU calls), and a warning for the GPU recipe on a CPU."""
     try:
-        rt = make_runtime(dev)
+        described, kind = runtime_of(dev)
     except ValueError as e:
         return msg(str(e), "warn")
-    lines = [f"**Device:** {rt.describe()}"]
+    lines = [f"**Device:** {described}"]
     if chunks is not None:
         lines.append(msg(chunks.note, "info"))
-    if preset == GPU and rt.device.type == "cpu":
+    if preset == GPU and kind == "cpu":
         lines.append(msg(GPU_ON_CPU, "warn"))
     return "\n\n".join(lines)
 
@@ -115,8 +112,9 @@ def _knobs(threads_default: int) -> tuple[dict, gr.Number]:
     with gr.Row():  # the views each image gives a step: a preset sets them (cpu150: four small ones)
         k["augment.views"] = gr.Number(q["augment.views"], label="Views per image (2 = VICReg's pair; more = "
                                        "multi-view)", precision=0, minimum=2, maximum=MAX_VIEWS, elem_id="train-views")
-        k["augment.view_size"] = gr.Number(q["augment.view_size"], label=f"Training view size (px, 0 = full {SIZE})",
-                                           precision=0, minimum=0, maximum=SIZE, elem_id="train-view-size")
+        k["augment.view_size"] = gr.Number(q["augment.view_size"],
+                                           label=f"Training view size (px, 0 = full {VIEW_SIZE})", precision=0,
+                                           minimum=0, maximum=VIEW_SIZE, elem_id="train-view-size")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             k["knn_train"] = gr.Number(q["knn_train"], label="kNN monitor bank (train images)", precision=0,
@@ -129,17 +127,9 @@ def _knobs(threads_default: int) -> tuple[dict, gr.Number]:
     return k, threads
 
 
-def _prepare(h: TrainHandlers) -> None:
-    """Before anything asks torch about CUDA: on ZeroGPU this imports `spaces` and decorates the GPU calls,
-    which must happen before the app launches."""
-    if h.job.chunks is None:
-        h.job.chunks = gpu.chunk_plan(h.studio.settings.cache_dir)
-
-
 def preset_radio(h: TrainHandlers) -> gr.Radio:
     """The preset choice, made before the tabs and shown in the Train tab (`build`): Explore and UMAP set it."""
-    _prepare(h)
-    return gr.Radio(presets(torch.cuda.is_available()), value=QUICK, label="Preset", scale=3, elem_id="train-preset",
+    return gr.Radio(presets(h.training.cuda_available()), value=QUICK, label="Preset", scale=3, elem_id="train-preset",
                     render=False)
 
 
@@ -157,7 +147,6 @@ def _copy(value):
 
 def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox, preset: gr.Radio,
           kept: gr.BrowserState) -> TrainTab:
-    _prepare(h)
     gr.Markdown("Self-supervised VICReg pre-training of a ResNet-18 on CIFAR-10. The run continues in the "
                 "server when you close or reload the page; one run at a time is shared by all visitors.")
     most = h.most_processes()
@@ -167,7 +156,7 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox, preset: gr.Ra
             device = gr.Dropdown(devices(), value="auto", label="Device")
             processes = gr.Number(1, label=f"Processes (torchrun; 1–{most})", precision=0, minimum=1, maximum=most,
                                   visible=most > 1, elem_id="train-processes")
-    device_md = gr.Markdown(describe_device("auto", QUICK, h.job.chunks), elem_id="train-device")
+    device_md = gr.Markdown(describe_device("auto", QUICK, h.training.chunks), elem_id="train-device")
     knobs, threads = _knobs(h.studio.threads)
     gr.Markdown(COLLAPSE_NOTE)
     if h.studio.access.public:
@@ -188,7 +177,7 @@ def build(h: TrainHandlers, ckpt: gr.Dropdown, secret: gr.Textbox, preset: gr.Ra
                          elem_id="resume-more")
         resume_btn = gr.Button("Resume", scale=1, elem_id="train-resume")
     message = gr.Markdown(elem_id="train-message")
-    progress = gr.HTML(progress_html(h.job.snapshot()))
+    progress = gr.HTML(progress_html(h.training.snapshot()))
     plots = _charts()
     tab = TrainTab(preset, device, processes, knobs, threads, secret, start_btn, stop_btn, resume_from, more,
                    resume_btn, message, progress, *plots, gr.JSON(visible=False), gr.State(None), ckpt,
@@ -217,7 +206,7 @@ def _wire(h: TrainHandlers, t: TrainTab, device_md: gr.Markdown) -> None:
     t.preset.change(preset_knobs, t.preset, [t.knobs[k] for k in KNOBS], api_visibility="private")
 
     def device_note(dev: str, chosen: str) -> str:
-        return describe_device(dev, chosen, h.job.chunks)
+        return describe_device(dev, chosen, h.training.chunks)
 
     for source in (t.preset, t.device):
         source.change(device_note, [t.device, t.preset], device_md, api_visibility="private")

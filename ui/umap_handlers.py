@@ -13,11 +13,11 @@ import numpy as np
 from gradio.components.plot import PlotData
 
 from services.banks import BANK, MAP
+from services.catalog import checkpoint_stem
+from services.errors import EXPECTED
 from services.lru import Lru
 from services.neighbours import FeatureIndex
 from services.studio import Studio
-from vicreg.data import DataError
-from vicreg.names import CheckpointError, checkpoint_stem
 
 from . import charts
 from .common import UNLISTED, esc, explain, msg
@@ -79,7 +79,7 @@ class UmapHandlers:
     def _errors(self, fn) -> UmapOut:
         try:
             return fn()
-        except (CheckpointError, DataError, RuntimeError, OSError, ValueError) as e:
+        except EXPECTED as e:
             return UmapOut(explain("The map could not be made", e))
 
     def preview(self, checkpoint, st) -> UmapOut:

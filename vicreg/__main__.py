@@ -39,8 +39,8 @@ def _resume(args) -> int:
     same file unless --name gives a new one."""
     from .checkpoint import load_checkpoint
     from .config import TrainConfig
-    from .names import checkpoint_stem, safe_name
-    from .resume import more_epochs, resume_config
+    from .names import safe_name
+    from .resume import resume_run
 
     if args.name:
         safe_name(args.name, args.checkpoint_dir or TrainConfig().checkpoint_dir)  # before loading anything
@@ -50,13 +50,8 @@ def _resume(args) -> int:
         print(f"note: RE_TRAIN keeps the checkpoint's recipe; ignoring {', '.join(ignored)}")
     run = TrainConfig().with_values(given_options(args, ["device", "precision", "threads", "log_every", "data",
                                                         "compile", "knn_train", "knn_test"]))
-    run.name = safe_name(args.name) if args.name else checkpoint_stem(ckpt.path)
-    if args.checkpoint_dir:
-        run.checkpoint_dir = args.checkpoint_dir
-    elif not args.name:  # no new name: continue in the same file, wherever it is
-        run.checkpoint_dir = os.path.dirname(ckpt.path) or "."
-    total = more_epochs(ckpt, args.epochs) if args.epochs is not None else None
-    return _run_training(resume_config(ckpt, run, total), ckpt.path)
+    cfg = resume_run(ckpt, run, args.name or None, args.checkpoint_dir or None, args.epochs)
+    return _run_training(cfg, ckpt.path)
 
 
 def _rank() -> int:

@@ -8,11 +8,15 @@ With a `ChunkPlan` (on ZeroGPU, services/gpu.py) each run is made of bounded cal
 that the snapshot shows as one continuous run: one run_id, steps that accumulate, "running" between calls.
 A run of several processes (`processes` > 1) runs under torchrun as a child process (vicreg/launch.py), its
 events read from rank 0's metrics file; the snapshot shows it like any other run.
+
+What a run that hit its time limit says, and what happens once a run has ended, are the caller's
+(`time_up_reason`, `on_end`): the app explains its visitors' limit and tidies their runs (services/training.py).
 """
 from __future__ import annotations
 
 import contextvars
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +28,8 @@ from .data import Dataset
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent, WatchEvent
 from .launch import run_torchrun
 from .train import train
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,8 +63,9 @@ class JobSnapshot:
 
 class TrainingJob:
     def __init__(self, data_loader: Callable[[TrainConfig], Dataset] | None = None, max_steps_kept: int = 20000,
-                 chunks: ChunkPlan | None = None):
+                 chunks: ChunkPlan | None = None, on_end: Callable[[], None] | None = None):
         self.chunks = chunks  # None: each run trains in this process, in one piece
+        self.on_end = on_end  # called in the run's thread once its end is recorded
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -147,11 +154,13 @@ class TrainingJob:
                 self._watches.append(ev)
             elif isinstance(ev, EndEvent):
                 if self._timed_out and ev.status == "stopped":
-                    minutes = f"{self._time_limit / 60:g}"
-                    ev = dataclasses.replace(ev, reason=f"{ev.reason}: runs started by visitors stop after {minutes} "
-                                                        "min on this shared server")
+                    ev = dataclasses.replace(ev, reason=self.time_up_reason(ev.reason, self._time_limit))
                 self._end = ev
                 self._status = ev.status
+
+    def time_up_reason(self, reason: str, seconds: float) -> str:
+        """The end reason of a run its time limit stopped."""
+        return f"{reason}: its time limit of {seconds:g} s was reached"
 
     def _time_up(self, run_id: int, stop: threading.Event) -> None:
         with self._lock:
@@ -183,3 +192,12 @@ class TrainingJob:
         finally:
             if timer is not None:
                 timer.cancel()
+            self._ended()
+
+    def _ended(self) -> None:
+        if self.on_end is None:
+            return
+        try:
+            self.on_end()
+        except Exception:  # the run has ended and is recorded: what follows it must not hide that
+            log.exception("after the training run")

@@ -2,11 +2,14 @@
 checkpoint (the recipe) and what from the caller (the run's own settings), and how long it runs."""
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from .checkpoint import RUN_FIELDS, Checkpoint
 from .config import TrainConfig
-from .names import CheckpointError, checkpoint_stem
+from .names import CheckpointError, checkpoint_stem, safe_name
 
-__all__ = ["RUN_FIELDS", "more_epochs", "resume_config"]
+__all__ = ["RUN_FIELDS", "more_epochs", "resume_config", "resume_run"]
 
 
 def resume_config(ckpt: Checkpoint, run: TrainConfig, epochs: int | None = None) -> TrainConfig:
@@ -35,3 +38,15 @@ def more_epochs(ckpt: Checkpoint, n: int) -> int:
     if n < 1:
         raise CheckpointError(f"the number of extra epochs must be at least 1, got {n}")
     return int(ckpt.meta.get("epoch", 0)) + n
+
+
+def resume_run(ckpt: Checkpoint, run: TrainConfig, name: str | None = None, checkpoint_dir: str | None = None,
+               more: int | None = None) -> TrainConfig:
+    """How RE_TRAIN and the app's Resume continue `ckpt`: `resume_config` of it with the caller's run settings
+    `run`, saved as `name` (default: the checkpoint's own name) in `checkpoint_dir` (default: the checkpoint's
+    own folder when it keeps its name, else `run`'s), for `more` more epochs (None: finish the planned run)."""
+    if checkpoint_dir is None:
+        checkpoint_dir = run.checkpoint_dir if name else (os.path.dirname(ckpt.path) or ".")
+    run = dataclasses.replace(run, name=safe_name(name) if name else checkpoint_stem(ckpt.path),
+                              checkpoint_dir=checkpoint_dir)
+    return resume_config(ckpt, run, more_epochs(ckpt, more) if more is not None else None)

@@ -144,12 +144,23 @@ def make_runtime(
     """`threads` 0 = the CPUs this process may use (available_cpus)."""
     dev = resolve_device(device)
     torch.set_num_threads(threads if threads > 0 else available_cpus())
-    if precision == "bf16" and not bf16_supported(dev) and dev.type != "cpu":
-        raise ValueError(f"bf16 is not supported on {dev}; use --precision fp32")
-    bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(dev))
+    rt = _runtime(dev, precision, channels_last)
     # TF32 is left off: it would also run the loss's float32 covariance at 10-bit mantissa precision
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    return rt
+
+
+def plan_runtime(device: str = "auto", precision: str = "auto", channels_last: bool = True) -> Runtime:
+    """The Runtime `make_runtime` would make, with nothing set up (torch's threads are left as they are): what a
+    page says about a device before any run."""
+    return _runtime(resolve_device(device), precision, channels_last)
+
+
+def _runtime(dev: torch.device, precision: str, channels_last: bool) -> Runtime:
+    if precision == "bf16" and not bf16_supported(dev) and dev.type != "cpu":
+        raise ValueError(f"bf16 is not supported on {dev}; use --precision fp32")
+    bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(dev))
     return Runtime(dev, bf16, channels_last and dev.type in ("cpu", "cuda"))
 
 
