@@ -53,7 +53,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="vicreg-bank-bench-")
     studio = Studio(Settings(data_root=args.data, cache_dir=os.path.join(work, "cache"),
                              checkpoint_dir=os.path.join(work, "checkpoints")))
-    cfg = TrainConfig.from_preset("quick_demo").updated({
+    cfg = TrainConfig.from_preset("quick_demo").with_values({
         "epochs": 200, "knn_test": 0, "threads": args.threads, "data": SAMPLE, "name": "bench",
         "checkpoint_dir": os.path.join(work, "checkpoints")})
     job = TrainingJob(data_loader=studio.training_data)

@@ -20,8 +20,8 @@ import urllib.request
 import numpy as np
 
 from services.settings import DEFAULT_CHECKPOINT, SAMPLE
-from vicreg.config import DEFAULT_MODEL
 from vicreg.names import SUFFIX
+from vicreg.presets import DEFAULT_MODEL
 from vicreg.report import EvalReport
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

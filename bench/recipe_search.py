@@ -22,10 +22,11 @@ import math
 import os
 import time
 
-from vicreg.config import PRESETS, TrainConfig
+from vicreg.config import TrainConfig
 from vicreg.data import Dataset, even_subset, load_dataset
 from vicreg.embed import load_model
 from vicreg.evaluate import extract_features, knn_accuracy, linear_probe
+from vicreg.presets import PRESETS
 from vicreg.runtime import make_runtime
 from vicreg.train import train
 
@@ -52,7 +53,7 @@ def parse_run(spec: str, base: TrainConfig, keep_schedule: bool = False) -> tupl
             raise SystemExit(f"--run {spec!r}: unknown preset {name!r} (one of {', '.join(PRESETS)})")
         run_fields = ("data", "checkpoint_dir", "threads", "name") + (
             () if keep_schedule else ("knn_test", "epochs", "train_subset"))
-        cfg = TrainConfig.from_preset(name).updated({k: getattr(base, k) for k in run_fields})
+        cfg = TrainConfig.from_preset(name).with_values({k: getattr(base, k) for k in run_fields})
     for key, value in items:
         if key in ("pairs", "images"):
             images = int(float(value))
@@ -115,7 +116,7 @@ def _rate(cfg: TrainConfig, data: Dataset, steps: int, side: int) -> float:
 def plan(cfg: TrainConfig, images: int, n_train: int) -> TrainConfig:
     """`images` training images as whole passes over at most the training split (cosine over the run)."""
     epochs = max(1, math.ceil(images / n_train))
-    return cfg.updated({"epochs": epochs, "train_subset": max(cfg.batch_size, round(images / epochs))})
+    return cfg.with_values({"epochs": epochs, "train_subset": max(cfg.batch_size, round(images / epochs))})
 
 
 def run_one(spec: str, cfg: TrainConfig, data: Dataset, probe_n: int, threads: int) -> dict | None:

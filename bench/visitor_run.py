@@ -30,12 +30,13 @@ from bench.harness import demo_files
 from bench.recipe_search import parse_run
 from services.live_map import LiveMap
 from services.neighbours import FeatureIndex, l2_normalize
-from vicreg.config import LONG_DEMO, QUICK, TrainConfig
+from vicreg.config import TrainConfig
 from vicreg.data import Dataset, even_subset, load_dataset
 from vicreg.embed import load_model
 from vicreg.evaluate import extract_features
 from vicreg.model import VICReg
 from vicreg.names import metrics_path
+from vicreg.presets import LONG_DEMO, QUICK
 from vicreg.runtime import cpu_kind, make_runtime
 from vicreg.train import train
 
@@ -76,9 +77,9 @@ def train_rate(cfg: TrainConfig, data: Dataset, live: LiveMap | None) -> tuple[f
 
 def cost(spec: str, cfg: TrainConfig, data: Dataset, folder: str) -> dict:
     live = LiveMap(os.path.join(folder, "map"))
-    with_rate, points, spent = train_rate(cfg.updated({"name": "with"}), data, live)
+    with_rate, points, spent = train_rate(cfg.with_values({"name": "with"}), data, live)
     drawn = live.latest(1)
-    without, _, _ = train_rate(cfg.updated({"name": "without", "watch_images": 0}), data, None)
+    without, _, _ = train_rate(cfg.with_values({"name": "without", "watch_images": 0}), data, None)
     return {"run": spec, "images_per_s_with": round(with_rate, 2), "images_per_s_without": round(without, 2),
             "cost": round(1 - with_rate / without, 3), "points": points, "monitor_s": round(spent, 1),
             "maps": drawn.count if drawn else 0, "cpu": cpu_kind()}

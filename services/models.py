@@ -15,7 +15,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from vicreg.augment import augment
 from vicreg.config import AugmentConfig, TrainConfig
 from vicreg.embed import load_model
 from vicreg.evaluate import extract_features
@@ -27,17 +26,7 @@ from vicreg.runtime import Runtime, make_runtime, resolve_device
 
 from .lru import Lru
 from .neighbours import l2_normalize
-from .views import view_pair
-
-
-def training_views(pixels: np.ndarray, aug: AugmentConfig, seed: int) -> tuple[list[np.ndarray], list[dict]]:
-    """All `aug.views` training views (HWC uint8, at the run's last view side: what the network saw) of one
-    (3, S, S) uint8 image, and the parameters of each."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0).expand(aug.views, -1, -1, -1)
-    views, params = augment(x, aug, g, aug.view_side())
-    imgs = [(v.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8) for v in views]
-    return imgs, [params.describe(i) for i in range(aug.views)]
+from .views import training_views
 
 
 def file_id(path: str) -> tuple[str, int, int]:
@@ -134,10 +123,10 @@ class ModelCache:
         return extract_features(model.backbone, x, self.rt, cfg.augment).numpy()
 
     def views(self, pixels: np.ndarray, path: str | None, seed: int) -> tuple[list[np.ndarray], list[dict]]:
-        """Augmented views with the checkpoint's augmentation settings (defaults without one): two, or for a
-        multi-view checkpoint (augment.views > 2) all its views at their training size."""
+        """The checkpoint's training views (services/views.py: as many as it drew, at its training view side), or
+        the default augmentation's pair at full size without one."""
         aug = self.get(path)[1].augment if path else AugmentConfig()
-        return self._light.submit(view_pair if aug.views <= 2 else training_views, pixels, aug, seed).result()
+        return self._light.submit(training_views, pixels, aug, seed).result()
 
     def features(self, path: str | None, images: torch.Tensor, progress: Progress | None = None) -> np.ndarray:
         """L2-normalised backbone features of many uint8 images, on `threads` threads (heavy work)."""

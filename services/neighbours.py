@@ -1,4 +1,5 @@
-"""Nearest neighbours, kNN class votes and map positions against a feature index (numpy only).
+"""Nearest neighbours, kNN class votes and map positions against a feature index (numpy; the vote itself is
+vicreg.evaluate's rule, so Explore's guess is the one the training monitor measures).
 
 A new image's map position is the similarity-weighted mean of its nearest neighbours' positions
 (milliseconds; no fitted UMAP object is kept, so nothing has to be pickled).
@@ -8,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from vicreg.evaluate import GUESS_K, GUESS_T, class_votes
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -27,11 +31,12 @@ def nearest(bank: np.ndarray, query: np.ndarray, k: int, exclude: int | None = N
     return rows, sims[rows]
 
 
-def knn_vote(sims: np.ndarray, labels: np.ndarray, num_classes: int, temperature: float = 0.1) -> np.ndarray:
-    """Class probabilities from neighbours' votes weighted exp(sim / T) (as vicreg.evaluate)."""
-    w = np.exp((sims - sims.max()) / temperature)
-    votes = np.bincount(labels, weights=w, minlength=num_classes)
-    return votes / max(votes.sum(), 1e-12)
+def knn_vote(sims: np.ndarray, labels: np.ndarray, num_classes: int, temperature: float = GUESS_T) -> np.ndarray:
+    """Class probabilities from one query's neighbours (their similarities and labels): vicreg.evaluate's vote
+    (class_votes, weights exp(sim / T)), normalised."""
+    votes = class_votes(torch.tensor(np.asarray(sims))[None], torch.tensor(np.asarray(labels, dtype=np.int64))[None],
+                        num_classes, temperature, relative=True)[0].numpy()
+    return votes / max(float(votes.sum()), 1e-12)
 
 
 def project(sims: np.ndarray, coords: np.ndarray, temperature: float = 0.05) -> np.ndarray:
@@ -70,7 +75,7 @@ class FeatureIndex:
         hit = np.nonzero(self.indices == test_index)[0]
         return int(hit[0]) if hit.size else None
 
-    def query(self, emb: np.ndarray, k: int = 8, vote_k: int = 20, exclude_test_index: int | None = None) -> Query:
+    def query(self, emb: np.ndarray, k: int = 8, vote_k: int = GUESS_K, exclude_test_index: int | None = None) -> Query:
         rows, sims = nearest(self.features, emb, max(k, vote_k), self.row_of(exclude_test_index))
         probs = knn_vote(sims[:vote_k], self.labels[rows[:vote_k]], len(self.classes))
         nbrs = [Neighbour(int(self.indices[r]), int(self.labels[r]), self.classes[self.labels[r]], float(s))

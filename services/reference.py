@@ -10,18 +10,17 @@ import functools
 import os
 from dataclasses import dataclass, field
 
-from vicreg.checkpoint import RUN_FIELDS
-from vicreg.config import PRESETS, TrainConfig
+from vicreg.checkpoint import NOT_RECIPE
+from vicreg.config import TrainConfig
 from vicreg.events import EpochEvent, StepEvent, WatchEvent
 from vicreg.jobs import JobSnapshot
 from vicreg.launch import event
 from vicreg.metrics import read_metrics
+from vicreg.presets import PRESETS
 
 from .settings import ROOT
 
 FOLDER = os.path.join(ROOT, "assets", "reference")
-# what makes two runs the same recipe: everything but where and how they run
-RUN_ONLY = (*RUN_FIELDS, "channels_last", "sync_bn")
 
 
 @dataclass
@@ -35,7 +34,7 @@ class Reference:
 def _recipe(config: dict) -> dict:
     """The fields that make a recipe: not the run's own, and not the epochs a time budget fitted to this CPU."""
     d = TrainConfig.from_dict(config).to_dict()
-    return {k: v for k, v in d.items() if k not in RUN_ONLY and not (k == "epochs" and d["budget_s"])}
+    return {k: v for k, v in d.items() if k not in NOT_RECIPE and not (k == "epochs" and d["budget_s"])}
 
 
 @functools.cache

@@ -4,7 +4,7 @@ Environment: VICREG_STORAGE (a folder that survives restarts: checkpoints, cache
 to its checkpoints/, cache/ and data/; on a Space with persistent storage, /data is used without it:
 vicreg.config.storage_root), VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the
 embedded CIFAR-10 sample; default assets/cifar10_sample.npz), VICREG_DEFAULT_CHECKPOINT (the model
-selected at start; default checkpoints/<vicreg.config.DEFAULT_MODEL>.safetensors), VICREG_CHECKPOINTS (the
+selected at start; default checkpoints/<vicreg.presets.DEFAULT_MODEL>.safetensors), VICREG_CHECKPOINTS (the
 checkpoint folder), VICREG_CACHE (feature / map / evaluation caches), GRADIO_SERVER_NAME (the address to
 listen on; default 127.0.0.1, 0.0.0.0 on a Space: services/exposure.py), SPACE_ID (set by Hugging Face Spaces),
 VICREG_ADMIN_TOKEN (the admin secret of a public demo: services/access.py), VICREG_OPEN_ACCESS (1: a
@@ -22,13 +22,13 @@ from typing import Mapping
 
 from vicreg.config import (
     DEFAULT_DATA_ROOT,
-    DEFAULT_MODEL,
     default_cache_dir,
     default_checkpoint_dir,
     default_data_root,
     home_cache_dir,
 )
 from vicreg.names import SUFFIX
+from vicreg.presets import DEFAULT_MODEL
 from vicreg.runtime import available_cpus
 
 from . import exposure, gpu, visitors

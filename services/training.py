@@ -16,12 +16,13 @@ import torch
 from vicreg import jobs
 from vicreg.checkpoint import load_checkpoint
 from vicreg.chunks import ChunkPlan
-from vicreg.config import LONG_DEMO, MAX_VIEWS, PRESETS, QUICK, AugmentConfig, TrainConfig
+from vicreg.config import MAX_VIEWS, AugmentConfig, TrainConfig
 from vicreg.data import Dataset
 from vicreg.events import rate_unit
 from vicreg.jobs import JobSnapshot
 from vicreg.launch import check_processes, max_processes
 from vicreg.names import CheckpointError, checkpoint_path, checkpoint_stem, safe_name
+from vicreg.presets import LONG_DEMO, PRESETS, QUICK
 from vicreg.resume import resume_run
 from vicreg.runtime import plan_runtime, resolve_device
 
@@ -180,7 +181,7 @@ class Training:
         the checkpoint's own."""
         n = self.processes(processes, device)
         ckpt = load_checkpoint(path)
-        run = TrainConfig.from_dict(ckpt.meta["config"]).updated(
+        run = TrainConfig.from_dict(ckpt.meta["config"]).with_values(
             {"device": device, "data": self.data.path(), "threads": self.threads_for(threads)})
         cfg = resume_run(ckpt, run, more=int(more_epochs or 0) or None)
         if n > 1:

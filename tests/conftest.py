@@ -14,10 +14,17 @@ Tests whose assertions need the whole 50,000 + 10,000 split are marked `full_dat
 (or `full_cifar_root`): the copy VICREG_DATA points at. Without one they are skipped, saying why. With
 VICREG_REQUIRE_FULL_DATA=1 (.ci/run sets it) a full_data test that does not run (no copy, skipped,
 deselected with -m/-k/--deselect, or its file left out) fails the session.
+
+Temporary files go to a folder of the session's own, removed when it ends (use_own_temp_folder). The summary
+counts what is new in the system's temp folder afterwards (0 when the suite left nothing);
+VICREG_REQUIRE_CLEAN_TEMP=1 makes anything left there fail the session.
 """
+import getpass
 import glob
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -167,12 +174,71 @@ def full_data_shortfall() -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------ the temp folder: nothing left behind
+
+# The suite's own temp folder, shared with the xdist workers and every process the tests start.
+TEMP_VAR = "VICREG_TEST_TEMP"
+TEMP = {"folder": None, "system": None, "before": set(), "left": []}  # what this process made; the system's
+
+
+def use_own_temp_folder() -> None:
+    """Point "the temp folder" at one folder of the suite's own in the system's, removed when the session ends
+    (pytest_unconfigure). Without it a run leaves litter there: gradio's client an empty <40 hex> folder for
+    every file it downloads, the apps gradio's upload folder, torchrun its torchelastic_* folders, chromium its
+    profiles. This process follows tempfile.tempdir; the workers, apps, trainers and browsers it starts follow
+    TMPDIR and GRADIO_TEMP_DIR. pytest's tmp_path folders stay where pytest keeps and rotates them (the
+    system's temp folder), so a failed test's files are still there to read, and torch's compile cache keeps
+    its usual place too (a cache, reused across runs)."""
+    folder = os.environ.get(TEMP_VAR)
+    if not folder:  # the controller, or a run without xdist: it makes the folder, checks and removes it
+        system = tempfile.gettempdir()
+        os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", system)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(system, f"torchinductor_{_user()}"))
+        folder = os.path.realpath(tempfile.mkdtemp(prefix="vicreg-tests-"))
+        TEMP.update(folder=folder, system=system, before=set(os.listdir(system)))
+        os.environ[TEMP_VAR] = folder
+    os.makedirs(folder, exist_ok=True)
+    os.environ["TMPDIR"] = folder
+    os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(folder, "gradio"))
+    tempfile.tempdir = folder
+
+
+def _user() -> str:
+    """The user name torch's compile cache is named after (its default folder: <temp>/torchinductor_<user>)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid_{os.getuid()}"
+
+
+def left_in_system_temp() -> list[str]:
+    """What appeared in the system's temp folder during the session and is still there (this user's, besides
+    pytest's own folders): the suite's litter, or another process's on a shared machine."""
+    system = TEMP["system"]
+    new = set(os.listdir(system)) - TEMP["before"] - {os.path.basename(TEMP["folder"])}
+    return sorted(n for n in new if not n.startswith("pytest-of-") and _owner(os.path.join(system, n)) == os.getuid())
+
+
+def _owner(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_uid
+    except OSError:  # gone meanwhile
+        return None
+
+
+def pytest_unconfigure():
+    if TEMP["folder"]:
+        shutil.rmtree(TEMP["folder"], ignore_errors=True)
+
+
 # ------------------------------------------------------------------ pytest-xdist: one core per worker, counts merged
 
 def pytest_configure():
-    """Each xdist worker (`-n 2`) gets one CPU of its own and 1 torch thread, and so do the apps and CLI runs it
-    starts (they inherit the affinity, and vicreg.runtime.available_cpus reads it): two torch processes
-    never share a core, which on a 2-core machine would slow both several times over."""
+    """The suite's own temp folder (use_own_temp_folder); then each xdist worker (`-n 2`) gets one CPU of its own
+    and 1 torch thread, and so do the apps and CLI runs it starts (they inherit the affinity, and
+    vicreg.runtime.available_cpus reads it): two torch processes never share a core, which on a 2-core machine
+    would slow both several times over."""
+    use_own_temp_folder()
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
     if worker and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
@@ -221,9 +287,18 @@ def pytest_sessionfinish(session):
     if hasattr(session.config, "workeroutput"):  # an xdist worker: hand the counts to the controller
         session.config.workeroutput["vicreg_counts"] = _worker_counts()
         return
-    if full_data_required() and not session.config.option.collectonly and full_data_shortfall():
-        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    failed = full_data_required() and not session.config.option.collectonly and full_data_shortfall()
+    if TEMP["folder"]:  # the session's processes have ended (fixtures torn down): what did they leave?
+        TEMP["left"] = left_in_system_temp()
+        failed = failed or (clean_temp_required() and TEMP["left"])
+    if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def clean_temp_required() -> bool:
+    """VICREG_REQUIRE_CLEAN_TEMP=1: anything new left in the system's temp folder fails the session (on a machine
+    where nothing else writes there meanwhile)."""
+    return os.environ.get("VICREG_REQUIRE_CLEAN_TEMP") == "1"
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -236,6 +311,11 @@ def pytest_terminal_summary(terminalreporter, config):
             terminalreporter.write_line(f"  {found}: {text!r}")
     if config.option.collectonly:
         return
+    if TEMP["folder"]:
+        left = TEMP["left"]
+        terminalreporter.write_line(f"new in the system temp folder ({TEMP['system']}) since the session began "
+                                    f"(the suite's, or another process's): {len(left)}"
+                                    + (f": {', '.join(left[:10])}" if left else ""), red=bool(left))
     required = " (VICREG_REQUIRE_FULL_DATA=1: every one must run)" if full_data_required() else ""
     terminalreporter.write_line(f"full_data tests run: {len(FULL['run'])} of {len(FULL['collected'])} collected"
                                 f"{required}")

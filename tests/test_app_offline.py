@@ -22,8 +22,8 @@ from app_fixtures import (  # noqa: F401
 from PIL import Image
 
 from vicreg.checkpoint import read_meta
-from vicreg.config import DEFAULT_MODEL
 from vicreg.data import read_packed
+from vicreg.presets import DEFAULT_MODEL
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402

@@ -16,9 +16,9 @@ from app_fixtures import demo_pair, offline_app  # noqa: F401
 from PIL import Image
 
 from vicreg.checkpoint import read_meta
-from vicreg.config import PRESETS
 from vicreg.data import read_packed
 from vicreg.names import checkpoint_stem
+from vicreg.presets import PRESETS
 
 CHROMIUM = os.environ.get("VICREG_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -1,11 +1,12 @@
-"""TrainConfig: presets by field name, updated(), validate(), and the CLI's defaults built on them."""
+"""TrainConfig: presets by field name, _updated(), validate(), and the CLI's defaults built on them."""
 import dataclasses
 
 import pytest
 
 from vicreg.cli import CONFIG_OPTIONS, build_parser
 from vicreg.cli import train_config as _config
-from vicreg.config import PRESETS, AugmentConfig, LossConfig, ModelConfig, TrainConfig
+from vicreg.config import AugmentConfig, LossConfig, ModelConfig, TrainConfig
+from vicreg.presets import PRESETS
 
 
 def test_presets_are_keyed_by_config_fields_and_name_their_run():
@@ -39,15 +40,15 @@ def test_from_preset_overrides_win_and_unknown_names_are_refused():
 
 def test_updated_copies_and_merges_nested_dicts():
     base = TrainConfig()
-    new = base.updated({"batch_size": 32, "model": {"projector": "64-64"}, "augment": {"view_size": 24}})
+    new = base._updated({"batch_size": 32, "model": {"projector": "64-64"}, "augment": {"view_size": 24}})
     assert (new.batch_size, new.model.projector, new.augment.view_size) == (32, "64-64", 24)
     assert new.model.backbone_dim == 512 and new.augment.size == 32  # untouched nested fields kept
     assert (base.batch_size, base.model.projector, base.augment.view_size) == (128, "2048-2048-2048", 0)  # a copy
     assert isinstance(new.augment.scale, tuple) and new.augment.scale == (0.2, 1.0)
     with pytest.raises(ValueError, match="unknown config field 'batch'"):
-        base.updated({"batch": 3})
+        base._updated({"batch": 3})
     with pytest.raises(ValueError, match="unknown loss field"):
-        base.updated({"loss": {"lambda": 3}})
+        base._updated({"loss": {"lambda": 3}})
 
 
 def test_dict_round_trip_is_lossless():
@@ -73,12 +74,12 @@ def test_dict_round_trip_is_lossless():
 ])
 def test_validate_refuses_bad_values_with_words_that_say_why(overrides, words):
     with pytest.raises(ValueError) as e:
-        TrainConfig().updated(overrides).validate()
+        TrainConfig()._updated(overrides).validate()
     assert words in str(e.value)
 
 
 def test_validate_accepts_the_edges():
-    TrainConfig().updated({"loss": {"inv_coeff": 0.0, "var_coeff": 0.0, "cov_coeff": 0.0}, "train_subset": 0,
+    TrainConfig()._updated({"loss": {"inv_coeff": 0.0, "var_coeff": 0.0, "cov_coeff": 0.0}, "train_subset": 0,
                            "warmup_epochs": 0.0, "augment": {"view_size": 32}}).validate()
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from services.images import BadImage, decode_image
 from services.neighbours import FeatureIndex, knn_vote, l2_normalize, nearest, project
-from services.views import view_pair
+from services.views import training_views
 from vicreg.config import AugmentConfig
 from vicreg.data import DataError
 
@@ -197,13 +197,13 @@ def test_projection_lands_near_its_neighbours(synthetic):
 
 def test_view_pair_with_params():
     px = np.random.default_rng(3).integers(0, 256, (3, 32, 32), dtype=np.uint8)
-    views, params = view_pair(px, AugmentConfig(), seed=5)
+    views, params = training_views(px, AugmentConfig(), seed=5)
     assert len(views) == 2 and views[0].shape == (32, 32, 3) and views[0].dtype == np.uint8
     assert set(params[0]) >= {"crop_xywh", "flip", "jitter_order", "grayscale", "solarize"}
-    again, params2 = view_pair(px, AugmentConfig(), seed=5)
+    again, params2 = training_views(px, AugmentConfig(), seed=5)
     np.testing.assert_array_equal(again[0], views[0])
     assert params2 == params
-    other, params3 = view_pair(px, AugmentConfig(), seed=6)
+    other, params3 = training_views(px, AugmentConfig(), seed=6)
     assert params3 != params
 
 

@@ -20,8 +20,9 @@ from ui.layout import Handlers
 from ui.train_handlers import preset_knobs
 from ui.train_status import progress_html
 from vicreg.checkpoint import FORMAT, read_meta
-from vicreg.config import DEFAULT_MODEL, MAX_VIEWS, PRESETS, TrainConfig
+from vicreg.config import MAX_VIEWS, TrainConfig
 from vicreg.data import load_packed, read_packed
+from vicreg.presets import DEFAULT_MODEL, PRESETS
 from vicreg.report import REPORT_KEYS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +90,7 @@ def knobs(**over):
 def test_config_is_the_preset_with_the_knobs(setup, demo_pair):  # noqa: F811
     h, studio, *_ = setup
     cfg = h.train.config("cpu30", knobs(name="mine", epochs=4), "cpu", 0)
-    want = TrainConfig.from_preset("cpu30").updated(
+    want = TrainConfig.from_preset("cpu30")._updated(
         {"name": "mine", "epochs": 4, "batch_size": 64, "optimizer": "lars", "lr": None, "train_subset": 2000,
          "knn_train": 5000, "knn_test": 0, "warmup_epochs": 0.5, "device": "cpu", "data": demo_pair[1],
          "checkpoint_dir": studio.checkpoint_dir, "threads": 1, "loss": {"inv_coeff": 25.0, "var_coeff": 25.0,

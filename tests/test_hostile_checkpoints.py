@@ -16,8 +16,9 @@ from vicreg.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from vicreg.config import DEFAULT_MODEL, ModelConfig, TrainConfig
+from vicreg.config import ModelConfig, TrainConfig
 from vicreg.model import VICReg
+from vicreg.presets import DEFAULT_MODEL
 
 pytestmark = pytest.mark.reliability
 

@@ -14,9 +14,10 @@ from services.live_map import LiveMap, align, layout
 from services.reference import Reference, preset_of, reference_for, shipped
 from ui import charts
 from vicreg.chunks import ChunkPlan, run_chunk, run_chunked
-from vicreg.config import QUICK, ModelConfig, TrainConfig
+from vicreg.config import ModelConfig, TrainConfig
 from vicreg.events import StepEvent, WatchEvent
 from vicreg.jobs import JobSnapshot
+from vicreg.presets import QUICK
 
 
 def clusters(n: int = 300, spread: float = 2.0, seed: int = 0):

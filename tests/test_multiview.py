@@ -8,11 +8,12 @@ import torch
 from vicreg.augment import augment, n_views, normalize, two_views
 from vicreg.checkpoint import load_checkpoint
 from vicreg.cli import build_parser, train_config
-from vicreg.config import PRESETS, AugmentConfig, ModelConfig, TrainConfig
+from vicreg.config import AugmentConfig, ModelConfig, TrainConfig
 from vicreg.data import even_subset
 from vicreg.distributed import Dist
 from vicreg.loss import multiview_loss, vicreg_loss
 from vicreg.model import VICReg
+from vicreg.presets import PRESETS
 from vicreg.resume import resume_config
 from vicreg.streams import epoch_order, start_epoch_stream
 from vicreg.train import train
@@ -140,7 +141,8 @@ def test_resume_config_takes_views_from_the_checkpoint(cifar, tmp_path):
 
 
 def test_the_app_shows_a_multiview_checkpoints_small_views(cifar, tmp_path):
-    from services.models import ModelCache, training_views
+    from services.models import ModelCache
+    from services.views import training_views
 
     pixels = cifar.test.images[0].numpy()
     imgs, params = training_views(pixels, AugmentConfig(**MULTI), seed=4)
@@ -190,7 +192,7 @@ def test_progressive_view_sides_split_the_run_into_equal_parts():
 
 
 def test_progressive_resizing_trains_each_part_at_its_side_and_resumes_exactly(cifar, tmp_path, monkeypatch):
-    import vicreg.train as train_module
+    import vicreg.run as train_module
 
     sides = []
     real = train_module.n_views

@@ -26,9 +26,10 @@ from app_fixtures import KNOBS, demo_pair, offline_app  # noqa: F401
 from leaks import scan
 
 from vicreg.checkpoint import CheckpointError, save_checkpoint
-from vicreg.config import DEFAULT_MODEL, ModelConfig, TrainConfig
+from vicreg.config import ModelConfig, TrainConfig
 from vicreg.jobs import TrainingJob
 from vicreg.names import checkpoint_stem
+from vicreg.presets import DEFAULT_MODEL
 
 pytestmark = pytest.mark.reliability
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,8 +10,8 @@ from services.settings import Settings
 from services.studio import Studio
 from services.visitors import PREFIX, VisitorRuns, prune, visitor_name, visitor_runs
 from ui.layout import Handlers
-from vicreg.config import DEFAULT_MODEL
 from vicreg.jobs import TrainingJob
+from vicreg.presets import DEFAULT_MODEL
 
 MB = 1024 * 1024
 OTHERS = (f"{DEFAULT_MODEL}.safetensors", f"{DEFAULT_MODEL}.json", "admin_run.safetensors", "admin_run.json",
@@ -104,7 +104,7 @@ def test_five_visitor_runs_in_a_row(tmp_path, demo_pair):  # noqa: F811
         assert job.wait(300) and job.snapshot().status == "finished", job.snapshot().end
         names.append(os.path.basename(job.snapshot().end.checkpoint)[: -len(".safetensors")])
         assert names[-1].startswith("visitor-mine-")
-        h.train.poll(None, None, None)  # a page's status poll tidies up after the run
+        h.train.poll(None, None, None)  # a page's status poll: the run's end already pruned the old runs
         kept = visitor_runs(str(folder))
         assert [r.stem for r in kept] == names[::-1][:3]  # the newest three
         assert sum(r.size for r in kept) <= 1024 * MB

@@ -26,6 +26,9 @@ from .sidecar import disagreement
 RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
               "knn_train", "knn_test", "watch_images", "watch_every")
 RESUME_MAY_CHANGE = (*RUN_FIELDS, "epochs")  # what two saves of one file may disagree on
+# Where and how a run computes: its RUN_FIELDS, and the memory layout and BatchNorm syncing a resume keeps from
+# the checkpoint. Two runs that differ only in these train the same recipe (services/reference.py).
+NOT_RECIPE = (*RUN_FIELDS, "channels_last", "sync_bn")
 
 FORMAT = "vicreg-studio/1"
 # how this process runs the optimiser (fused / foreach kernels) is the live optimiser's choice, not the

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from .config import PRESETS, TrainConfig
+from .config import TrainConfig
 from .names import checkpoint_stem, safe_name
+from .presets import PRESETS
 
 MODES = ("TRAIN", "RE_TRAIN", "EVALUATE", "INFERENCE")
 

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from .presets import PRESETS
+
 # Used when VICREG_DATA is unset and there is no persistent storage: torchvision downloads CIFAR-10 here.
 DEFAULT_DATA_ROOT = "data"
 # A Hugging Face Space's persistent storage, when the Space has it: the only folder there that survives a
@@ -162,17 +164,13 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def base_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return {"lars": 0.3, "adamw": 1e-3}[self.optimizer]
+        return self.lr if self.lr is not None else {"lars": 0.3, "adamw": 1e-3}[self.optimizer]
 
     def scaled_lr(self) -> float:
         return self.base_lr() * self.batch_size / 256
 
     def wd(self) -> float:
-        if self.weight_decay is not None:
-            return self.weight_decay
-        return {"lars": 1e-4, "adamw": 1e-5}[self.optimizer]
+        return self.weight_decay if self.weight_decay is not None else {"lars": 1e-4, "adamw": 1e-5}[self.optimizer]
 
     def validate(self) -> "TrainConfig":
         if self.optimizer not in ("lars", "adamw"):
@@ -211,19 +209,18 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def updated(self, overrides: dict[str, Any]) -> "TrainConfig":
-        """A copy with some fields replaced; nested configs take a dict of their own fields."""
+    def _updated(self, overrides: Mapping[str, Any]) -> "TrainConfig":
+        """A copy with some fields replaced as given (no conversion: `with_values` is the public way to set fields);
+        nested configs take a dict of their own fields, as PRESETS write them."""
         d = self.to_dict()
         for key, value in overrides.items():
             if key not in d:
                 raise ValueError(f"unknown config field {key!r}")
             if isinstance(d[key], dict):
-                unknown = set(value) - set(d[key])
-                if unknown:
+                if unknown := set(value) - set(d[key]):
                     raise ValueError(f"unknown {key} field(s): {', '.join(sorted(unknown))}")
-                d[key] = {**d[key], **value}
-            else:
-                d[key] = value
+                value = {**d[key], **value}
+            d[key] = value
         return TrainConfig.from_dict(d)
 
     # Fields where 0 stands for "unset" (None) when set by name: lr (the optimizer's default) and train_subset
@@ -256,7 +253,7 @@ class TrainConfig:
                 nested.setdefault(head, {})[tail] = self._typed(dotted, value)
             else:
                 nested[head] = self._typed(dotted, value)
-        return self.updated(nested)
+        return self._updated(nested)
 
     def _typed(self, dotted: str, value: Any) -> Any:
         current = self.get(dotted)  # an unknown name fails here
@@ -265,10 +262,14 @@ class TrainConfig:
         head, _, leaf = dotted.rpartition(".")
         owner = self.get(head) if head else self
         kind = next(f.type for f in dataclasses.fields(owner) if f.name == leaf)
-        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", "")
-        base = kind.replace(" | None", "")
-        if isinstance(current, tuple) and value is not None:
-            return self._pair(dotted, value)
+        base = (kind if isinstance(kind, str) else getattr(kind, "__name__", "")).replace(" | None", "")
+        if isinstance(current, tuple) and value is not None:  # (lo, hi): a pair, or text as the command line has it
+            parts = value.split(":") if isinstance(value, str) else list(value)
+            try:
+                lo, hi = (float(v) for v in parts)
+            except (TypeError, ValueError):
+                raise ValueError(f"{dotted} must be two numbers as lo:hi (e.g. 0.2:1.0), got {value!r}") from None
+            return lo, hi
         if value is None or isinstance(current, bool) or base not in ("int", "float", "str"):
             return value
         try:
@@ -279,75 +280,19 @@ class TrainConfig:
             raise ValueError(f"{dotted} must be a whole number, got {value!r}")
         return str(value) if base == "str" else int(number) if base == "int" else number
 
-    @staticmethod
-    def _pair(dotted: str, value: Any) -> tuple[float, float]:
-        """A (lo, hi) pair of numbers from a pair or from text as the command line writes it, `lo:hi`."""
-        parts = value.split(":") if isinstance(value, str) else list(value)
-        try:
-            lo, hi = (float(v) for v in parts)
-        except (TypeError, ValueError):
-            raise ValueError(f"{dotted} must be two numbers as lo:hi (e.g. 0.2:1.0), got {value!r}") from None
-        return lo, hi
-
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "TrainConfig":
         """The named recipe; its run name is the preset's name unless `overrides` give one."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
-        return cls().updated({"name": preset, **PRESETS[preset], **overrides})
+        return cls()._updated({"name": preset, **PRESETS[preset], **overrides})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
-        sub = {"model": ModelConfig, "loss": LossConfig, "augment": AugmentConfig}
-        for key, klass in sub.items():
-            if key in d and isinstance(d[key], dict):
+        for key, klass in {"model": ModelConfig, "loss": LossConfig, "augment": AugmentConfig}.items():
+            if isinstance(d.get(key), dict):
                 known = {f.name for f in dataclasses.fields(klass)}
-                vals = {k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items() if k in known}
-                d[key] = klass(**vals)
+                d[key] = klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items() if k in known})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-# Named recipes: TrainConfig field overrides, keyed by the run name they train (the CLI's --preset,
-# the app's preset buttons and the checkpoint file all use these names).
-PRESETS: dict[str, dict[str, Any]] = {
-    # What a visitor watches learn on the embedded sample (its 2,000 training images, so no dataset is needed):
-    # sized by time, so each ends on time on any 2-core CPU (vicreg/budget.py), with Explore's guess measured
-    # on 300 (500) test images every 15 (30) s of training or more (vicreg/watch.py keeps it under a tenth of the
-    # time; fewer images read noisier: docs/recipes.md).
-    # The recipe is the one that learned the most per CPU-second in the search in docs/recipes.md.
-    # Pairs of 16-px views: 3.7x the pairs per second of 32-px ones, and in the search no other knob (LARS rate
-    # or trust ratio, AdamW, batch 32) learned more in the same time.
-    "quick_demo": dict(epochs=3, budget_s=120, batch_size=64, optimizer="lars", train_subset=2000, knn_test=0,
-                       warmup_epochs=0.5, watch_images=300, watch_every=15, augment=dict(view_size=16)),
-    "long_demo": dict(epochs=15, budget_s=480, batch_size=64, optimizer="lars", train_subset=2000, knn_test=0,
-                      warmup_epochs=0.5, watch_images=500, watch_every=30, augment=dict(view_size=16)),
-    # 30 minutes on a 2-core AVX-512-bf16 CPU: small batches with a low AdamW rate learn the most per
-    # image seen at this budget (docs/recipes.md).
-    "cpu30": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=2, train_subset=42000, warmup_epochs=0.1),
-    # The previous default model: about 90 minutes on a 2-core AVX-512-bf16 CPU. The cpu30 recipe over the
-    # whole training split for 7 epochs, with 24-px training views: they cost ~0.6x the compute of
-    # 32-px ones, so the budget sees more pairs, and the fully-convolutional backbone still
-    # evaluates on 32-px images (docs/recipes.md has the search that chose this).
-    "cpu90": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=7, warmup_epochs=0.5, augment=dict(view_size=24)),
-    # The shipped default (116 min on a 2-core AMX CPU, 75.4 % linear probe): multi-view VICReg
-    # (vicreg.loss.multiview_loss), 4 views of 16 px per image from crops of 25-75 % of it, with LARS. In
-    # equal-compute short runs (docs/recipes.md) LARS beat AdamW by 2 points and 4 x 16-px views beat the 24-px
-    # pair by 2.6 more; 6 views, progressive resizing and AdamW with many views lost.
-    "cpu150": dict(optimizer="lars", lr=0.3, batch_size=64, epochs=12, warmup_epochs=1,
-                   augment=dict(views=4, view_size=16, scale=(0.25, 0.75))),
-    # The paper's CIFAR-10 recipe shape (LARS, batch 128, 20 epochs by default; more on a GPU).
-    "full": dict(),
-    # The same recipe sized for one GPU: LARS at base lr 0.3 (x batch/256 = 0.3), wd 1e-4, batch 256 and a
-    # 10-epoch warm-up, as the usual CIFAR-10 VICReg recipes train it. VICReg on CIFAR-10 keeps improving for
-    # hundreds of epochs (those recipes train 1,000); 100 is a run one GPU finishes in a sitting, and about
-    # 24x the compute of cpu90 (more than a day on a 2-core CPU), so it is meant for a GPU. No torch.compile:
-    # ZeroGPU does not support it.
-    "gpu": dict(optimizer="lars", batch_size=256, epochs=100, warmup_epochs=10),
-}
-QUICK = "quick_demo"  # the recipe a visitor may run and the app offers first
-LONG_DEMO = "long_demo"  # the largest recipe a visitor may run: it ends within a visitor's 10 minutes
-# The recipe that trained the shipped default model: its preset, run and checkpoint name
-# (checkpoints/<name>.safetensors).
-DEFAULT_MODEL = "cpu150"

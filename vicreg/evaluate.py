@@ -46,9 +46,23 @@ def extract_features(
 
 
 # Explore's class guess for one image (services/neighbours.py) and the training monitor that measures it
-# (vicreg/watch.py): the 20 nearest bank images vote, each with weight exp(similarity / 0.1).
+# (vicreg/watch.py): the 20 nearest bank images vote (class_votes), each with weight exp(similarity / 0.1).
 GUESS_K = 20
 GUESS_T = 0.1
+
+
+def class_votes(top_sim: Tensor, top_labels: Tensor, num_classes: int, temperature: float = GUESS_T,
+                relative: bool = False) -> Tensor:
+    """The weighted kNN vote (Wu et al. 2018), the one rule behind every kNN figure here (the evaluation's, the
+    training monitors', Explore's guess): each query's nearest neighbours, their similarities (Q, k) and labels
+    (Q, k), vote exp(sim / T) for their classes. Returns (Q, C) class scores. `relative` weighs exp((sim - best)
+    / T) instead: the same vote divided by the best neighbour's weight, which cannot overflow."""
+    if relative:
+        top_sim = top_sim - top_sim.amax(1, keepdim=True)
+    w = (top_sim / temperature).exp()
+    votes = torch.zeros(top_sim.shape[0], num_classes, dtype=w.dtype)
+    votes.scatter_add_(1, top_labels, w)
+    return votes
 
 
 def knn_predict(
@@ -60,19 +74,15 @@ def knn_predict(
     temperature: float = 0.1,
     chunk: int = 1024,
 ) -> Tensor:
-    """Weighted kNN on cosine similarity (Wu et al. 2018): votes exp(sim / T) from the k nearest.
-    Returns (Q, C) class scores."""
+    """Weighted kNN on cosine similarity: the k nearest bank images' votes (class_votes). Returns (Q, C) class
+    scores."""
     bank = F.normalize(bank.float(), dim=1)
     queries = F.normalize(queries.float(), dim=1)
     k = min(k, bank.shape[0])
     scores = []
     for i in range(0, queries.shape[0], chunk):
-        sim = queries[i : i + chunk] @ bank.T
-        top_sim, top_idx = sim.topk(k, dim=1)
-        w = (top_sim / temperature).exp()
-        votes = torch.zeros(sim.shape[0], num_classes, dtype=w.dtype)
-        votes.scatter_add_(1, bank_labels[top_idx], w)
-        scores.append(votes)
+        top_sim, top_idx = (queries[i : i + chunk] @ bank.T).topk(k, dim=1)
+        scores.append(class_votes(top_sim, bank_labels[top_idx], num_classes, temperature))
     return torch.cat(scores)
 
 
@@ -89,9 +99,7 @@ def leave_one_out_guess(features: Tensor, labels: Tensor, num_classes: int, k: i
         rows = torch.arange(sim.shape[0])
         sim[rows, rows + i] = -float("inf")  # the image itself is not its own neighbour
         top_sim, top_idx = sim.topk(k, dim=1)
-        w = ((top_sim - top_sim[:, :1]) / temperature).exp()  # shifted by the best: the same vote, no overflow
-        votes = torch.zeros(sim.shape[0], num_classes, dtype=w.dtype)
-        votes.scatter_add_(1, labels[top_idx], w)
+        votes = class_votes(top_sim, labels[top_idx], num_classes, temperature, relative=True)  # as Explore's
         right += int((votes.argmax(1) == labels[i : i + chunk]).sum())
     return right / max(n, 1)
 

@@ -61,7 +61,7 @@ def check_processes(cfg: TrainConfig, processes: int) -> None:
 def command(cfg: TrainConfig, processes: int, resume: str | None = None) -> list[str]:
     """The child's command line."""
     check_processes(cfg, processes)
-    cfg = cfg.updated({"threads": rank_threads(cfg, processes)})
+    cfg = cfg.with_values({"threads": rank_threads(cfg, processes)})
     args = resume_args(cfg, resume, read_meta(resume)) if resume else train_args(cfg)
     # only rank 0's output: its `error:` line is the run's (the other ranks' say that rank 0 failed)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",

@@ -37,7 +37,7 @@ def invariance_loss(z_a: Tensor, z_b: Tensor) -> Tensor:
     return F.mse_loss(z_a, z_b)
 
 
-def variance_loss(z: Tensor, eps: float = 1e-4) -> Tensor:
+def variance_loss(z: Tensor, eps: float = LossConfig.eps) -> Tensor:
     """Hinge on each dimension's std across the batch: pushes every std up to 1 (prevents collapse)."""
     std = torch.sqrt(z.var(dim=0) + eps)
     return F.relu(1.0 - std).mean()
@@ -109,7 +109,7 @@ def multiview_invariance(zs: Sequence[Tensor]) -> Tensor:
     return to_centre * (2 * n / (n - 1))
 
 
-def multiview_variance(zs: Sequence[Tensor], eps: float = 1e-4) -> Tensor:
+def multiview_variance(zs: Sequence[Tensor], eps: float = LossConfig.eps) -> Tensor:
     """Each view's variance hinge, averaged over views (the two-view term averages its two)."""
     return torch.stack([variance_loss(z, eps) for z in zs]).mean()
 
