@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from bench.harness import ROOT, AppProcess, demo_files
-from vicreg.data import read_packed
+from vicreg.training.data import read_packed
 
 
 def pct(xs: list[float], q: float) -> float:

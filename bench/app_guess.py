@@ -22,7 +22,7 @@ from bench.harness import demo_files
 from services.settings import Settings
 from services.studio import Studio
 from ui.explore_handlers import ExploreHandlers
-from vicreg.data import read_packed
+from vicreg.training.data import read_packed
 
 
 def upload_all(checkpoint: str, sample: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -6,7 +6,7 @@ In one process, as in the app: a training job (the Quick demo's recipe on the em
 job's thread, `--threads` torch threads) and the Studio's bank builder. Pairs/s are measured over
 windows of `--window` seconds: before, while the default model's feature bank and map of the full
 dataset at `--data` are built from a cold cache (the dataset decoded on a low-priority thread of this
-process, the forward passes and the UMAP fit in low-priority child processes: services/banks.py), and
+process, the forward passes and the UMAP fit in low-priority child processes: services/features/banks.py), and
 after the build, if it ends while the job trains.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ import os
 import tempfile
 import time
 
-from services.banks import BANK, MAP
+from services.features.banks import BANK, MAP
 from services.settings import DEFAULT_CHECKPOINT, ROOT, SAMPLE, Settings
 from services.studio import Studio
-from vicreg.config import TrainConfig
-from vicreg.jobs import TrainingJob
+from vicreg.core.config import TrainConfig
+from vicreg.orchestration.jobs import TrainingJob
 
 
 def position(job: TrainingJob) -> tuple[int, float]:

@@ -20,9 +20,9 @@ import urllib.request
 import numpy as np
 
 from services.settings import DEFAULT_CHECKPOINT, SAMPLE
-from vicreg.names import SUFFIX
-from vicreg.presets import DEFAULT_MODEL
-from vicreg.report import EvalReport
+from vicreg.core.presets import DEFAULT_MODEL
+from vicreg.runfiles.names import SUFFIX
+from vicreg.runfiles.report import EvalReport
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_CHECKPOINT, SHIPPED_SAMPLE = DEFAULT_CHECKPOINT, SAMPLE
@@ -88,8 +88,8 @@ def make_checkpoint(data, folder: str, name: str = "tiny", steps: int = 4) -> st
     threads=1: on a CPU shared with other jobs, 2 OpenMP threads per process can be 10x slower."""
     import torch
 
-    from vicreg.config import ModelConfig, TrainConfig
-    from vicreg.train import train
+    from vicreg.core.config import ModelConfig, TrainConfig
+    from vicreg.training.train import train
 
     cfg = TrainConfig(epochs=1, batch_size=16, train_subset=16 * steps, knn_test=0, checkpoint_dir=folder, name=name,
                       seed=0, model=ModelConfig(projector="512-512"), threads=1)
@@ -148,12 +148,12 @@ def build_provisional(cifar_root: str, folder: str) -> None:
 
 
 def _build(cifar_root: str, folder: str) -> None:
-    from vicreg.checkpoint import load_checkpoint, pack_checkpoint
-    from vicreg.data import Dataset, even_subset, load_dataset
-    from vicreg.embed import load_model
-    from vicreg.evaluate import extract_features
-    from vicreg.files import atomic_write, file_sha256
-    from vicreg.runtime import make_runtime
+    from vicreg.core.runtime import make_runtime
+    from vicreg.runfiles.checkpoint import load_checkpoint, pack_checkpoint
+    from vicreg.runfiles.files import atomic_write, file_sha256
+    from vicreg.training.data import Dataset, even_subset, load_dataset
+    from vicreg.training.embed import load_model
+    from vicreg.training.evaluate import extract_features
 
     full = load_dataset(cifar_root)
     train, train_idx = even_subset(full.train, 2000)

@@ -1,5 +1,5 @@
 """Per-layer convolution benchmark (not a test): every conv shape of the CIFAR ResNet-18, forward and
-backward while training, plain nn.Conv2d beside vicreg.fastconv.Conv2d, with the oneDNN implementation
+backward while training, plain nn.Conv2d beside vicreg.core.fastconv.Conv2d, with the oneDNN implementation
 of each weight gradient.
 
     python bench/layers.py [--batch_size 128] [--size 32] [--threads 2]
@@ -20,8 +20,8 @@ import time
 import torch
 from torch import nn
 
-from vicreg.fastconv import swap_convs
-from vicreg.runtime import cpu_kind
+from vicreg.core.fastconv import swap_convs
+from vicreg.core.runtime import cpu_kind
 
 
 def shapes(size: int) -> list[tuple[str, int, int, int, int, int]]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from bench.app_bench import first_start_env, pct, photos
 from bench.harness import AppProcess, demo_files
-from vicreg.metrics import read_metrics
+from vicreg.runfiles.metrics import read_metrics
 
 ADMIN = "load-bench-admin"
 VISITOR_RUN = dict(preset="quick_demo", epochs=1, batch_size=32, optimizer="lars", lr=0, train_subset=320,

@@ -22,13 +22,13 @@ import math
 import os
 import time
 
-from vicreg.config import TrainConfig
-from vicreg.data import Dataset, even_subset, load_dataset
-from vicreg.embed import load_model
-from vicreg.evaluate import extract_features, knn_accuracy, linear_probe
-from vicreg.presets import PRESETS
-from vicreg.runtime import make_runtime
-from vicreg.train import train
+from vicreg.core.config import TrainConfig
+from vicreg.core.presets import PRESETS
+from vicreg.core.runtime import make_runtime
+from vicreg.training.data import Dataset, even_subset, load_dataset
+from vicreg.training.embed import load_model
+from vicreg.training.evaluate import extract_features, knn_accuracy, linear_probe
+from vicreg.training.train import train
 
 COLUMNS = ("run", "views", "view_px", "images", "views_seen", "train_min", "linear", "knn", "eff_rank")
 
@@ -84,9 +84,9 @@ def throughput(cfg: TrainConfig, data: Dataset, steps: int = 0) -> float:
 def _rate(cfg: TrainConfig, data: Dataset, steps: int, side: int) -> float:
     import torch
 
-    from vicreg.augment import n_views
-    from vicreg.model import VICReg
-    from vicreg.optim import make_optimizer
+    from vicreg.core.augment import n_views
+    from vicreg.core.model import VICReg
+    from vicreg.core.optim import make_optimizer
 
     rt = make_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
     model = VICReg(cfg.model).to(rt.device)

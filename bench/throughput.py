@@ -21,14 +21,14 @@ import time
 import numpy as np
 import torch
 
-from vicreg.augment import two_views
-from vicreg.config import TrainConfig, default_data_root
-from vicreg.data import load_dataset
-from vicreg.evaluate import extract_features
-from vicreg.model import VICReg
-from vicreg.optim import make_optimizer
-from vicreg.runtime import cpu_kind, make_runtime
-from vicreg.train import train
+from vicreg.core.augment import two_views
+from vicreg.core.config import TrainConfig, default_data_root
+from vicreg.core.model import VICReg
+from vicreg.core.optim import make_optimizer
+from vicreg.core.runtime import cpu_kind, make_runtime
+from vicreg.training.data import load_dataset
+from vicreg.training.evaluate import extract_features
+from vicreg.training.train import train
 
 
 def _sync() -> None:

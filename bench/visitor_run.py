@@ -9,7 +9,7 @@ With --cost, each run trains twice in one sitting, with the monitor and the live
 process as the app draws it) and with both off, and prints the training images/s of each: wall-clock images
 over the whole run, so every second the monitor and the map take from training counts.
 
-The guess rule is Explore's (services/neighbours.py): each of the sample's training images is a query, its
+The guess rule is Explore's (services/features/neighbours.py): each of the sample's training images is a query, its
 20 nearest of the sample's test images vote with weights exp(sim / 0.1). The untrained figure is the same
 run's initial weights, scored in the same process. Each --run is a comma list of TrainConfig fields as
 bench/recipe_search.py reads them (`preset=NAME` first). Prints one JSON line per run and a table.
@@ -28,17 +28,17 @@ import torch
 
 from bench.harness import demo_files
 from bench.recipe_search import parse_run
-from services.live_map import LiveMap
-from services.neighbours import FeatureIndex, l2_normalize
-from vicreg.config import TrainConfig
-from vicreg.data import Dataset, even_subset, load_dataset
-from vicreg.embed import load_model
-from vicreg.evaluate import extract_features
-from vicreg.model import VICReg
-from vicreg.names import metrics_path
-from vicreg.presets import LONG_DEMO, QUICK
-from vicreg.runtime import cpu_kind, make_runtime
-from vicreg.train import train
+from services.features.live_map import LiveMap
+from services.features.neighbours import FeatureIndex, l2_normalize
+from vicreg.core.config import TrainConfig
+from vicreg.core.model import VICReg
+from vicreg.core.presets import LONG_DEMO, QUICK
+from vicreg.core.runtime import cpu_kind, make_runtime
+from vicreg.runfiles.names import metrics_path
+from vicreg.training.data import Dataset, even_subset, load_dataset
+from vicreg.training.embed import load_model
+from vicreg.training.evaluate import extract_features
+from vicreg.training.train import train
 
 
 def app_guess(backbone: torch.nn.Module, data: Dataset, rt, queries: int = 0, bank: int = 0) -> float:

@@ -6,13 +6,13 @@ and build the embedded CIFAR-10 sample the app uses when no dataset is present.
         --command "python -m vicreg TRAIN --preset cpu150" --commit <sha> --hardware "..." \\
         --out checkpoints/cpu150.safetensors --sample assets/cifar10_sample.npz
 
-- the checkpoint is packed (backbone only, fp16, metadata kept; `vicreg.checkpoint.pack_checkpoint`)
+- the checkpoint is packed (backbone only, fp16, metadata kept; `vicreg.runfiles.checkpoint.pack_checkpoint`)
   with its provenance and its EVALUATE reports (`python -m vicreg EVALUATE ... --output report.json`)
 - the sample holds 200 train and 600 test images per class (the first of each class), the packed
   model's L2-normalised features of the test images (fp16) and their 2-D UMAP coordinates. The
   features are computed with the packed weights, so they match what the app computes for uploads.
   The test images are the app's neighbour bank when no dataset is present: the more of them, the
-  better its kNN guess. Images are stored as their files (`vicreg.data.encode_images`), which is
+  better its kNN guess. Images are stored as their files (`vicreg.training.data.encode_images`), which is
   what lets 6,000 of them fit beside the model in the 40 MB the app ships.
 
 `--sample_only` rebuilds the sample from the packed model already at `--out`.
@@ -27,13 +27,13 @@ import time
 
 import numpy as np
 
-from vicreg.checkpoint import load_checkpoint, pack_checkpoint
-from vicreg.data import encode_images, list_split, load_dataset
-from vicreg.embed import load_model
-from vicreg.evaluate import extract_features
-from vicreg.files import atomic_write, file_sha256
-from vicreg.metrics import read_metrics
-from vicreg.runtime import make_runtime
+from vicreg.core.runtime import make_runtime
+from vicreg.runfiles.checkpoint import load_checkpoint, pack_checkpoint
+from vicreg.runfiles.files import atomic_write, file_sha256
+from vicreg.runfiles.metrics import read_metrics
+from vicreg.training.data import encode_images, list_split, load_dataset
+from vicreg.training.embed import load_model
+from vicreg.training.evaluate import extract_features
 
 
 def first_per_class(labels: np.ndarray, n: int) -> np.ndarray:
@@ -42,7 +42,7 @@ def first_per_class(labels: np.ndarray, n: int) -> np.ndarray:
 
 def umap_coords(features: np.ndarray) -> np.ndarray:
     try:
-        from services.umap_fit import fit
+        from services.features.umap_fit import fit
     except ImportError:  # before the app's services moved out of the engine
         from vicreg.umap_fit import fit  # type: ignore[no-redef]
     return fit(features)

@@ -1,11 +1,17 @@
-"""Import circles among the project's own modules (vicreg/, services/, ui/ and app.py), read from the source.
+"""Import circles among the project's own modules (vicreg/, services/, ui/ and app.py), and among their folders,
+read from the source.
 
     python scripts/import_cycles.py [ROOT]   # prints each circle; exit status 1 if there is any, else 0
 
 Every import counts, also one inside a function: a lazy import hides a circle from Python at start-up, not
 from whoever has to read or split the files. The layers are meant to point one way (app.py -> ui/ ->
 services/ -> vicreg/), and inside vicreg/ each file only imports files below it; a circle means two files
-belong together or a name lives in the wrong one. tests/test_house.py runs this.
+belong together or a name lives in the wrong one.
+
+Folders are checked the same way: a folder (a package's own modules, not its subfolders') imports another when
+any of its modules does, and no two folders may import each other, even where no two modules do. The folders
+inside vicreg/ are floors (core, runfiles, training, orchestration) and services/features/ sits below the rest
+of services/; a folder circle means a file sits on the wrong floor. tests/test_house.py runs this.
 """
 from __future__ import annotations
 
@@ -84,9 +90,25 @@ def _path_back(edges: dict[str, set[str]], start: str, group: set[str]) -> list[
     return [start]
 
 
-def cycles(root: str) -> list[list[str]]:
-    """One circle for each group of modules that import each other (Tarjan's strongly connected components)."""
-    edges = graph(root)
+def folder_of(module: str, known: dict[str, str]) -> str:
+    """The package whose folder holds `module`: a package's __init__ is in its own folder; app.py is its own."""
+    if os.path.basename(known[module]) == "__init__.py" or "." not in module:
+        return module
+    return module.rpartition(".")[0]
+
+
+def folder_graph(root: str) -> dict[str, set[str]]:
+    """{folder: the other folders its modules import}."""
+    known, edges = modules(root), graph(root)
+    folders: dict[str, set[str]] = {}
+    for module, deps in edges.items():
+        here = folder_of(module, known)
+        folders.setdefault(here, set()).update(f for f in (folder_of(d, known) for d in deps) if f != here)
+    return folders
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """One circle for each group of nodes that import each other (Tarjan's strongly connected components)."""
     index, low, stack, on_stack, groups = {}, {}, [], set(), []
 
     def visit(v: str) -> None:
@@ -114,14 +136,28 @@ def cycles(root: str) -> list[list[str]]:
     return [_path_back(edges, min(g), g) for g in groups]
 
 
+def cycles(root: str) -> list[list[str]]:
+    """One circle for each group of modules that import each other."""
+    return circles(graph(root))
+
+
+def folder_cycles(root: str) -> list[list[str]]:
+    """One circle for each group of folders that import each other."""
+    return circles(folder_graph(root))
+
+
 def main(argv: list[str]) -> int:
     root = argv[0] if argv else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    found = cycles(root)
+    found, in_folders = cycles(root), folder_cycles(root)
     for circle in found:
         print("import circle: " + " -> ".join(circle))
     if not found:
         print(f"no import circles among {len(modules(root))} modules")
-    return 1 if found else 0
+    for circle in in_folders:
+        print("folder circle: " + " -> ".join(circle))
+    if not in_folders:
+        print(f"no folder circles among {len(folder_graph(root))} folders")
+    return 1 if found or in_folders else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from vicreg.metrics import read_metrics
+from vicreg.runfiles.metrics import read_metrics
 
 
 def main(src: str, dst: str) -> None:

@@ -45,7 +45,7 @@ OUTPUT_DIRS = ("runs", "data", "tests/artifacts")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 OUTPUT_SUFFIXES = (".metrics.jsonl", ".embeddings.npy", ".pyc", ".pyo")
 SECRET_FILES = re.compile(r"\.env(\..*)?|\.netrc|.*\.pem|.*\.key")
-# vicreg.files.atomic_write's temporary names: .<target>.<pid>-<12 hex>.tmp<ext>
+# vicreg.runfiles.files.atomic_write's temporary names: .<target>.<pid>-<12 hex>.tmp<ext>
 TEMP_FILE = re.compile(r"\..+\.\d+-[0-9a-f]{12}\.tmp(\.[^./]*)?")
 
 
@@ -90,7 +90,7 @@ def require_packed(folder: str, rel: str) -> None:
     """Refuse a shipped checkpoint that is not the packed form (or not a readable checkpoint at all)."""
     if ROOT not in sys.path:  # run as `python scripts/publish_space.py` after the app's install (not the project's)
         sys.path.insert(0, ROOT)
-    from vicreg.checkpoint import CheckpointError, read_meta
+    from vicreg.runfiles.checkpoint import CheckpointError, read_meta
 
     try:
         meta = read_meta(os.path.join(folder, rel))

@@ -20,8 +20,8 @@ import hmac
 import logging
 from dataclasses import dataclass
 
-from vicreg.config import TrainConfig
-from vicreg.presets import LONG_DEMO
+from vicreg.core.config import TrainConfig
+from vicreg.core.presets import LONG_DEMO
 
 VISITOR_MINUTES = 10.0
 KNN_MONITOR = (1000, 250)  # the per-epoch kNN monitor a visitor's run may have (bank, queries), off in the demos

@@ -4,14 +4,14 @@ files, newest first. Only paths from this list are ever opened on a visitor's re
 The rule for the app and its API: a checkpoint path a client sends is used only if it is exactly one
 of the listed paths, and the list holds the default model plus the folder's files whose real path
 (symlinks followed) is inside the folder, so a link placed in the folder cannot lead a visitor to a
-file elsewhere. Run names a visitor types go through vicreg.names.safe_name / checkpoint_path."""
+file elsewhere. Run names a visitor types go through vicreg.runfiles.names.safe_name / checkpoint_path."""
 from __future__ import annotations
 
 import os
 
-from vicreg.checkpoint import list_checkpoints, read_meta
-from vicreg.names import CheckpointError, checkpoint_stem
-from vicreg.report import EvalReport
+from vicreg.runfiles.checkpoint import list_checkpoints, read_meta
+from vicreg.runfiles.names import CheckpointError, checkpoint_stem
+from vicreg.runfiles.report import EvalReport
 
 
 def checkpoint_label(path: str, meta: dict, default: bool = False) -> str:

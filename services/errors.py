@@ -3,8 +3,8 @@ error to a message: ui/common.py `explain`): a checkpoint that cannot be used, d
 image that cannot be read, and what reading files and running models raise."""
 from __future__ import annotations
 
-from vicreg.data import DataError
-from vicreg.names import CheckpointError
+from vicreg.runfiles.names import CheckpointError
+from vicreg.training.data import DataError
 
 from .images import BadImage
 

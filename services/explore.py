@@ -1,4 +1,4 @@
-"""Explore's answers for one embedded image, from the test images' feature banks (services/maps.py): which
+"""Explore's answers for one embedded image, from the test images' feature banks (services/features/maps.py): which
 bank answers (the best there is at once, then better ones as the background work builds them), which of its
 rows to leave out, and what it answers (neighbours, kNN guess, place on its map). The page shows them
 (ui/explore_handlers.py)."""
@@ -10,9 +10,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .banks import BANK, MAP, Stage
-from .maps import Bank, MapStore
-from .neighbours import Query, project
+from .features.banks import BANK, MAP, Stage
+from .features.maps import Bank, MapStore
+from .features.neighbours import Query, project
 
 N_NEIGHBOURS = 8
 VOTE_K = 20

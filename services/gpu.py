@@ -4,7 +4,7 @@
 `gpu_decorator` is the identity. On ZeroGPU (SPACES_ZERO_GPU true, by the `spaces` package's own rule) no
 process holds a GPU except while a `spaces.GPU` function runs, a few minutes per call at most, so a training
 run proceeds as consecutive calls of VICREG_GPU_CHUNK_SECONDS (default 120) seconds each, every one resuming
-exactly from the checkpoint the last one saved (vicreg/chunks.py). The calls must be decorated before the
+exactly from the checkpoint the last one saved (vicreg/orchestration/chunks.py). The calls must be decorated before the
 app launches (ZeroGPU looks for them then): `chunk_plan` does it.
 
 Set VICREG_GPU_CHUNK_SECONDS anywhere else to train the same way, each call in a freshly spawned process
@@ -17,14 +17,14 @@ import os
 import re
 from typing import Callable, Mapping
 
-from vicreg.chunks import ChunkCall, ChunkPlan, Refusal, in_fresh_process, run_chunk
+from vicreg.orchestration.chunks import ChunkCall, ChunkPlan, Refusal, in_fresh_process, run_chunk
 
 from . import exposure
 
 log = logging.getLogger("vicreg.app")
 
 DEFAULT_CHUNK_SECONDS = 120.0
-MIN_CHUNK_SECONDS = 20.0  # a call trains 10 s of it (vicreg.chunks.train_seconds)
+MIN_CHUNK_SECONDS = 20.0  # a call trains 10 s of it (vicreg.orchestration.chunks.train_seconds)
 TRUE = ("1", "t", "true")  # spaces.config.boolean: how the `spaces` package reads SPACES_ZERO_GPU
 
 

@@ -14,9 +14,9 @@ from urllib.parse import urlparse
 
 from huggingface_hub import hf_hub_download, list_repo_files
 
-from vicreg.checkpoint import read_meta
-from vicreg.files import atomic_write
-from vicreg.names import CheckpointError, checkpoint_path
+from vicreg.runfiles.checkpoint import read_meta
+from vicreg.runfiles.files import atomic_write
+from vicreg.runfiles.names import CheckpointError, checkpoint_path
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 

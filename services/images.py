@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vicreg.data import resize_center_crop
+from vicreg.training.data import resize_center_crop
 
 from .settings import MAX_PIXELS, MAX_UPLOAD_MB, upload_bytes
 
-MAX_UPLOAD_BYTES = upload_bytes(MAX_UPLOAD_MB)  # an upload's size limit (a sidecar's is vicreg.sidecar's)
+MAX_UPLOAD_BYTES = upload_bytes(MAX_UPLOAD_MB)  # an upload's size limit (a sidecar's is vicreg.runfiles.sidecar's)
 
 
 class BadImage(ValueError):

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from vicreg.files import atomic_write
+from vicreg.runfiles.files import atomic_write
 
 
 class PictureFiles:

@@ -10,13 +10,13 @@ import functools
 import os
 from dataclasses import dataclass, field
 
-from vicreg.checkpoint import NOT_RECIPE
-from vicreg.config import TrainConfig
-from vicreg.events import EpochEvent, StepEvent, WatchEvent
-from vicreg.jobs import JobSnapshot
-from vicreg.launch import event
-from vicreg.metrics import read_metrics
-from vicreg.presets import PRESETS
+from vicreg.core.config import TrainConfig
+from vicreg.core.presets import PRESETS
+from vicreg.orchestration.jobs import JobSnapshot
+from vicreg.orchestration.launch import event
+from vicreg.runfiles.checkpoint import NOT_RECIPE
+from vicreg.runfiles.events import EpochEvent, StepEvent, WatchEvent
+from vicreg.runfiles.metrics import read_metrics
 
 from .settings import ROOT
 

@@ -1,4 +1,4 @@
-"""Evaluation reports (vicreg.report.EvalReport): the one stored in a checkpoint's metadata (the shipped
+"""Evaluation reports (vicreg.runfiles.report.EvalReport): the one stored in a checkpoint's metadata (the shipped
 model carries its own, beside its random-initialised baseline), and kNN + linear probe runs on the full
 dataset, cached on disk as JSON under <cache>/eval/<checkpoint-key>-<data>-<n_train>-<n_test>-<epochs>-<precision>.json.
 """
@@ -11,15 +11,15 @@ import threading
 
 import torch
 
-from vicreg.checkpoint import read_meta
-from vicreg.data import even_subset
-from vicreg.evaluate import evaluate_backbone
-from vicreg.files import atomic_write_text
-from vicreg.progress import Progress, noop
-from vicreg.report import EvalReport
+from vicreg.runfiles.checkpoint import read_meta
+from vicreg.runfiles.files import atomic_write_text
+from vicreg.runfiles.progress import Progress, noop
+from vicreg.runfiles.report import EvalReport
+from vicreg.training.data import even_subset
+from vicreg.training.evaluate import evaluate_backbone
 
-from .data import DataSource
-from .models import ModelCache, model_key
+from .features.data import DataSource
+from .features.models import ModelCache, model_key
 
 
 def stored_report(path: str) -> tuple[EvalReport, EvalReport | None] | None:

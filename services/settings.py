@@ -2,9 +2,9 @@
 
 Environment: VICREG_STORAGE (a folder that survives restarts: checkpoints, caches and downloaded data go
 to its checkpoints/, cache/ and data/; on a Space with persistent storage, /data is used without it:
-vicreg.config.storage_root), VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the
+vicreg.core.config.storage_root), VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the
 embedded CIFAR-10 sample; default assets/cifar10_sample.npz), VICREG_DEFAULT_CHECKPOINT (the model
-selected at start; default checkpoints/<vicreg.presets.DEFAULT_MODEL>.safetensors), VICREG_CHECKPOINTS (the
+selected at start; default checkpoints/<vicreg.core.presets.DEFAULT_MODEL>.safetensors), VICREG_CHECKPOINTS (the
 checkpoint folder), VICREG_CACHE (feature / map / evaluation caches), GRADIO_SERVER_NAME (the address to
 listen on; default 127.0.0.1, 0.0.0.0 on a Space: services/exposure.py), SPACE_ID (set by Hugging Face Spaces),
 VICREG_ADMIN_TOKEN (the admin secret of a public demo: services/access.py), VICREG_OPEN_ACCESS (1: a
@@ -12,7 +12,7 @@ server others can reach lets everyone do everything), VICREG_VISITOR_MINUTES (10
 run may train on a public demo), VICREG_VISITOR_KEEP (3) and VICREG_VISITOR_MB (1024: what is kept of
 visitors' runs, services/visitors.py), VICREG_MAX_UPLOAD_MB (20), VICREG_MAX_PIXELS (40 million),
 VICREG_MAP_POINTS (10000 test images on the map), VICREG_APP_THREADS (torch threads for heavy work; 0 =
-the CPUs this process may use, vicreg.runtime.available_cpus).
+the CPUs this process may use, vicreg.core.runtime.available_cpus).
 """
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from vicreg.config import (
+from vicreg.core.config import (
     DEFAULT_DATA_ROOT,
     default_cache_dir,
     default_checkpoint_dir,
     default_data_root,
     home_cache_dir,
 )
-from vicreg.names import SUFFIX
-from vicreg.presets import DEFAULT_MODEL
-from vicreg.runtime import available_cpus
+from vicreg.core.presets import DEFAULT_MODEL
+from vicreg.core.runtime import available_cpus
+from vicreg.runfiles.names import SUFFIX
 
 from . import exposure, gpu, visitors
 from .access import VISITOR_MINUTES, Access

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import threading
 
-from vicreg.config import AugmentConfig, TrainConfig
-from vicreg.data import Dataset
+from vicreg.core.config import AugmentConfig, TrainConfig
+from vicreg.training.data import Dataset
 
 from .catalog import Catalog
-from .data import DataSource
+from .features.data import DataSource
+from .features.live_map import LiveMap
+from .features.maps import MapStore
+from .features.models import FileHashes, ModelCache
 from .images import Decoded, decode_image
-from .live_map import LiveMap
-from .maps import MapStore
-from .models import FileHashes, ModelCache
 from .reports import ReportStore
 from .settings import Settings
 from .training import Training
@@ -23,7 +23,7 @@ from .visitors import VisitorRuns
 class Studio:
     def __init__(self, settings: Settings | None = None):
         s = self.settings = settings or Settings()
-        self.heavy = threading.Lock()  # one evaluation at a time (banks and maps: services/banks.py)
+        self.heavy = threading.Lock()  # one evaluation at a time (banks and maps: services/features/banks.py)
         self.hashes = FileHashes()
         self.data = DataSource(s.data_root, s.sample, s.cache_dir)
         self.models = ModelCache(s.device, s.precision, s.threads)

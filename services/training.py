@@ -13,23 +13,23 @@ from dataclasses import dataclass
 
 import torch
 
-from vicreg import jobs
-from vicreg.checkpoint import load_checkpoint
-from vicreg.chunks import ChunkPlan
-from vicreg.config import MAX_VIEWS, AugmentConfig, TrainConfig
-from vicreg.data import Dataset
-from vicreg.events import rate_unit
-from vicreg.jobs import JobSnapshot
-from vicreg.launch import check_processes, max_processes
-from vicreg.names import CheckpointError, checkpoint_path, checkpoint_stem, safe_name
-from vicreg.presets import LONG_DEMO, PRESETS, QUICK
-from vicreg.resume import resume_run
-from vicreg.runtime import plan_runtime, resolve_device
+from vicreg.core.config import MAX_VIEWS, AugmentConfig, TrainConfig
+from vicreg.core.presets import LONG_DEMO, PRESETS, QUICK
+from vicreg.core.runtime import plan_runtime, resolve_device
+from vicreg.orchestration import jobs
+from vicreg.orchestration.chunks import ChunkPlan
+from vicreg.orchestration.jobs import JobSnapshot
+from vicreg.orchestration.launch import check_processes, max_processes
+from vicreg.runfiles.checkpoint import load_checkpoint
+from vicreg.runfiles.events import rate_unit
+from vicreg.runfiles.names import CheckpointError, checkpoint_path, checkpoint_stem, safe_name
+from vicreg.runfiles.resume import resume_run
+from vicreg.training.data import Dataset
 
 from . import gpu
 from .access import Access
 from .catalog import Catalog
-from .data import DataSource
+from .features.data import DataSource
 from .visitors import VisitorRuns, visitor_name
 
 # The engine's recipes, types and words the Train tab shows, passed on so that the page imports services only.
@@ -130,7 +130,8 @@ class Training:
         return int(threads or 0) or self.threads
 
     def most_processes(self) -> int:
-        """The processes a run may use here: one on ZeroGPU (a call holds one GPU), else vicreg.launch's rule."""
+        """The processes a run may use here: one on ZeroGPU (a call holds one GPU), else
+        vicreg.orchestration.launch's rule."""
         return 1 if self.job.chunks is not None else max_processes()
 
     def processes(self, processes, device: str) -> int:
@@ -177,7 +178,7 @@ class Training:
 
     def resume_config(self, path: str, more_epochs, device: str, threads, processes=1) -> Resume:
         """Continuing the checkpoint at `path` (a listed one): `more_epochs` extra epochs, or 0 to finish its
-        planned run, into the same file (vicreg.resume.resume_run, RE_TRAIN's rule); its other run settings are
+        planned run, into the same file (vicreg.runfiles.resume.resume_run, RE_TRAIN's rule); its other run settings are
         the checkpoint's own."""
         n = self.processes(processes, device)
         ckpt = load_checkpoint(path)

@@ -17,8 +17,8 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from vicreg.jobs import TrainingJob
-from vicreg.names import RUN_FILE_SUFFIXES
+from vicreg.orchestration.jobs import TrainingJob
+from vicreg.runfiles.names import RUN_FILE_SUFFIXES
 
 PREFIX = "visitor-"
 KEEP = 3

@@ -3,7 +3,7 @@
 Every data fixture comes from the embedded sample, assets/cifar10_sample.npz (2,000 train + 6,000 test real
 CIFAR-10 images: the first 200 train and 600 test of each class, class-sorted), so the suite runs on a fresh
 clone, offline:
-- `cifar`: the sample as a vicreg.data.Dataset (loads in milliseconds).
+- `cifar`: the sample as a vicreg.training.data.Dataset (loads in milliseconds).
 - `cifar_root`: the sample as an image folder, <split>/<class>/NNNN.png (lossless, so it decodes to exactly
   `cifar`; NNNN is the image's rank in its class, as in the full copy), for the app, uploads and files.
 - `mini_cifar`: 60 train + 30 test images per class as JPEG (the full copy's format), for CLI runs that
@@ -39,7 +39,7 @@ FULL = {"collected": {}, "run": set(), "why": {}}  # nodeid -> test file; nodeid
 
 def full_data_root() -> str | None:
     """VICREG_DATA when it holds a whole CIFAR-10 copy, else None."""
-    from services.data import holds_full_dataset
+    from services.features.data import holds_full_dataset
 
     root = os.environ.get("VICREG_DATA")
     return root if root and holds_full_dataset(root) else None
@@ -54,7 +54,7 @@ def full_data_required() -> bool:
 @pytest.fixture(scope="session")
 def cifar():
     """The embedded sample as a Dataset: 2,000 train + 6,000 test images (200 + 600 per class)."""
-    from vicreg.data import load_packed
+    from vicreg.training.data import load_packed
 
     if not os.path.isfile(SAMPLE):
         pytest.fail("assets/cifar10_sample.npz is missing; it ships with the repository (restore it with git)")
@@ -93,12 +93,12 @@ def mini_cifar(tmp_path_factory, cifar) -> str:
 
 
 def write_packed(path, dataset, n_train: int, n_test: int) -> str:
-    """Save evenly spaced subsets of `dataset` as a packed .npz (vicreg.data.load_packed's layout)."""
+    """Save evenly spaced subsets of `dataset` as a packed .npz (vicreg.training.data.load_packed's layout)."""
     import json
 
     import numpy as np
 
-    from vicreg.data import even_subset
+    from vicreg.training.data import even_subset
 
     tr, _ = even_subset(dataset.train, n_train)
     te, _ = even_subset(dataset.test, n_test)
@@ -128,7 +128,7 @@ def full_cifar_root() -> str:
 @pytest.fixture(scope="session")
 def full_cifar(full_cifar_root):
     """The full copy as uint8 tensors (decoded once into the decode cache, VICREG_CACHE)."""
-    from vicreg.data import load_dataset
+    from vicreg.training.data import load_dataset
 
     return load_dataset(full_cifar_root)
 
@@ -236,7 +236,7 @@ def pytest_unconfigure():
 def pytest_configure():
     """The suite's own temp folder (use_own_temp_folder); then each xdist worker (`-n 2`) gets one CPU of its own
     and 1 torch thread, and so do the apps and CLI runs it starts (they inherit the affinity, and
-    vicreg.runtime.available_cpus reads it): two torch processes never share a core, which on a 2-core machine
+    vicreg.core.runtime.available_cpus reads it): two torch processes never share a core, which on a 2-core machine
     would slow both several times over."""
     use_own_temp_folder()
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...

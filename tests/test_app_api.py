@@ -28,8 +28,8 @@ from app_fixtures import (  # noqa: F401
 )
 from PIL import Image
 
-from vicreg.checkpoint import read_meta
-from vicreg.config import MAX_VIEWS
+from vicreg.core.config import MAX_VIEWS
+from vicreg.runfiles.checkpoint import read_meta
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402

@@ -21,9 +21,9 @@ from app_fixtures import (  # noqa: F401
 )
 from PIL import Image
 
-from vicreg.checkpoint import read_meta
-from vicreg.data import read_packed
-from vicreg.presets import DEFAULT_MODEL
+from vicreg.core.presets import DEFAULT_MODEL
+from vicreg.runfiles.checkpoint import read_meta
+from vicreg.training.data import read_packed
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402

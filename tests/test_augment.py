@@ -2,8 +2,8 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from vicreg.augment import AugParams, adjust_hue, apply_params, augment, normalize, sample_params, two_views
-from vicreg.config import AugmentConfig
+from vicreg.core.augment import AugParams, adjust_hue, apply_params, augment, normalize, sample_params, two_views
+from vicreg.core.config import AugmentConfig
 
 CFG = AugmentConfig()
 

@@ -1,5 +1,5 @@
-"""Feature banks and maps built in the background (services/banks.py, services/maps.py) and the Explore
-answer that follows them (ui/explore_handlers.py), on a small "full" dataset: 200 real CIFAR-10 test
+"""Feature banks and maps built in the background (services/features/banks.py, services/features/maps.py) and the
+Explore answer that follows them (ui/explore_handlers.py), on a small "full" dataset: 200 real CIFAR-10 test
 images in a packed .npz, beside the embedded sample and the default model. The bank's forward passes
 run in the real child process; the UMAP fit is replaced by a fixed stand-in (its own child is tested
 with the app, tests/test_app_api.py), and a gate holds the builder so that what the page shows
@@ -17,15 +17,15 @@ import torch
 from app_fixtures import demo_pair, trained_checkpoint  # noqa: F401
 from PIL import Image
 
-from services import children
-from services.banks import BANK, MAP, READY
+from services.features import children
+from services.features.banks import BANK, MAP, READY
 from services.settings import ROOT, Settings
 from services.studio import Studio
 from ui.explore_handlers import ExploreHandlers
 from ui.umap_handlers import UmapHandlers
-from vicreg.data import Split, even_subset, read_packed
-from vicreg.files import atomic_write
-from vicreg.names import checkpoint_stem
+from vicreg.runfiles.files import atomic_write
+from vicreg.runfiles.names import checkpoint_stem
+from vicreg.training.data import Split, even_subset, read_packed
 
 
 class Gate:
@@ -42,7 +42,7 @@ class Gate:
         self.open.wait(120)
         if self.closed:
             raise RuntimeError("the test is over")
-        if module == "services.umap_fit":  # a fixed map: a feature bank's first two coordinates
+        if module == "services.features.umap_fit":  # a fixed map: a feature bank's first two coordinates
             feats = np.load(args[0])
             atomic_write(args[1], lambda tmp: np.save(tmp, (feats[:, :2] * 10).astype(np.float32)))
             return None
@@ -98,7 +98,7 @@ def test_neighbours_from_the_sample_then_from_the_full_bank(tmp_path, packed_cif
     assert "from the embedded sample's 6,000 test images until the full test set's feature bank is ready" \
         in early.status and "Nearest of the embedded sample&#x27;s 6,000 test images for now" in early.neighbours
     assert "on the embedded sample's map" in early.status and early.info["map_xy"] is not None
-    assert gate.started.wait(60) and gate.calls == [("services.bank_child", 19)]  # at the lowest priority, held
+    assert gate.started.wait(60) and gate.calls == [("services.features.bank_child", 19)]  # the lowest priority, held
     line, timer = h.background(ckpt)
     assert line.startswith("⏳ Building the feature bank of the test images in the background (") and timer.active
     assert line.endswith("Until it is ready, neighbours and guesses come from the embedded sample's 6,000 test images.")
@@ -111,7 +111,7 @@ def test_neighbours_from_the_sample_then_from_the_full_bank(tmp_path, packed_cif
     assert [n["index"] for n in final.info["neighbours"]] == files["indices"][full].tolist()
     assert "Nearest test images (class · cosine similarity · test #)" in final.neighbours
     assert "embedded sample" not in final.status and "Map position (" in final.status
-    assert [m for m, _ in gate.calls] == ["services.bank_child", "services.umap_fit"]
+    assert [m for m, _ in gate.calls] == ["services.features.bank_child", "services.features.umap_fit"]
     assert final.info["map_xy"] is not None and final.state["map"] == studio.maps.full(ckpt).index.key
 
 
@@ -140,7 +140,7 @@ def test_another_checkpoint_gets_the_samples_bank_first(tmp_path, packed_cifar, 
     gate.open.set()
     studio.maps.select(ckpt)
     studio.maps.wait(studio.maps.stage(MAP, ckpt))
-    assert [m for m, _ in gate.calls] == ["services.bank_child"] * 2 + ["services.umap_fit"]
+    assert [m for m, _ in gate.calls] == ["services.features.bank_child"] * 2 + ["services.features.umap_fit"]
     stand_in = studio.maps.store.bank(studio.maps.stand_in(ckpt))  # computed, not stored in the sample
     assert stand_in.features.shape[0] == 6000 and studio.maps.store.coords(studio.maps.stand_in(ckpt)) is None
     assert studio.maps.best(ckpt).index.features.shape[0] == 200 and not studio.maps.best(ckpt).stand_in
@@ -181,15 +181,16 @@ def test_umap_shows_the_samples_map_until_the_full_one(tmp_path, packed_cifar, d
 
 
 def test_children_run_at_the_lowest_priority():
-    code = "import os; from services.children import lower_priority; lower_priority(); print(os.nice(0))"
+    code = "import os; from services.features.children import lower_priority; lower_priority(); print(os.nice(0))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == str(children.NICE), out.stderr
 
 
 def test_a_child_that_fails_says_why(tmp_path):
     seen = []
-    with pytest.raises(RuntimeError, match=r"(?s)services.bank_child failed \(exit 2\): .*CHECKPOINT IMAGES.npy"):
-        children.run("services.bank_child", ["too", "few"], str(tmp_path / "child.log"),
+    with pytest.raises(RuntimeError,
+                       match=r"(?s)services.features.bank_child failed \(exit 2\): .*CHECKPOINT IMAGES.npy"):
+        children.run("services.features.bank_child", ["too", "few"], str(tmp_path / "child.log"),
                      lambda f, text: seen.append((f, text)), timeout=60)
     assert seen == []
 

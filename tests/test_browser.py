@@ -15,10 +15,10 @@ import pytest
 from app_fixtures import demo_pair, offline_app  # noqa: F401
 from PIL import Image
 
-from vicreg.checkpoint import read_meta
-from vicreg.data import read_packed
-from vicreg.names import checkpoint_stem
-from vicreg.presets import PRESETS
+from vicreg.core.presets import PRESETS
+from vicreg.runfiles.checkpoint import read_meta
+from vicreg.runfiles.names import checkpoint_stem
+from vicreg.training.data import read_packed
 
 CHROMIUM = os.environ.get("VICREG_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

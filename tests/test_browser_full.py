@@ -11,7 +11,7 @@ from app_fixtures import demo_pair, offline_env, start_app  # noqa: F401
 from PIL import Image
 from test_browser import ART, MAP_POINTS, all_cores, launch, playwright, wait_for  # noqa: F401
 
-from vicreg.data import read_packed
+from vicreg.training.data import read_packed
 
 STATUS = "#explore-status"
 VIEWS = "() => ['#explore-view1 img', '#explore-view2 img'].every(s => document.querySelector(s))"

@@ -15,7 +15,7 @@ from app_fixtures import demo_pair, offline_app  # noqa: F401
 from PIL import Image
 from test_browser import ART, CLASSES, all_cores, page, wait_for  # noqa: F401
 
-from vicreg.data import read_packed
+from vicreg.training.data import read_packed
 
 CAPTION = re.compile(r"(\w+) · ([01]\.\d{3}) · #(\d+)")
 # status, guess and neighbours read in one go, so that all three come from the same update of the page

@@ -20,8 +20,8 @@ from app_fixtures import demo_pair, offline_env, start_app  # noqa: F401
 from PIL import Image
 from test_browser import ART, CLASSES, all_cores, launch, playwright, wait_for  # noqa: F401
 
-from vicreg.data import read_packed
-from vicreg.names import checkpoint_stem
+from vicreg.runfiles.names import checkpoint_stem
+from vicreg.training.data import read_packed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHONE = {"width": 390, "height": 844}

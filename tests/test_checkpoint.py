@@ -4,11 +4,11 @@ import os
 import pytest
 import torch
 
-from vicreg import checkpoint as ck
-from vicreg import names, resume
-from vicreg.config import AugmentConfig, LossConfig, ModelConfig, TrainConfig
-from vicreg.model import VICReg
-from vicreg.optim import make_optimizer
+from vicreg.core.config import AugmentConfig, LossConfig, ModelConfig, TrainConfig
+from vicreg.core.model import VICReg
+from vicreg.core.optim import make_optimizer
+from vicreg.runfiles import checkpoint as ck
+from vicreg.runfiles import names, resume
 
 
 def _trained(cfg):
@@ -175,9 +175,9 @@ def test_pack_keeps_only_the_backbone_in_fp16_in_a_third_of_the_size(full_and_pa
 
 
 def test_a_packed_checkpoint_embeds_like_the_full_one_within_fp16(full_and_packed):
-    from vicreg.embed import load_model
-    from vicreg.evaluate import extract_features
-    from vicreg.runtime import make_runtime
+    from vicreg.core.runtime import make_runtime
+    from vicreg.training.embed import load_model
+    from vicreg.training.evaluate import extract_features
 
     full, packed = full_and_packed
     rt = make_runtime("cpu", "fp32", channels_last=False)

@@ -1,17 +1,17 @@
-"""A run cut into bounded calls (ZeroGPU's way, vicreg/chunks.py) equals one uninterrupted run bit for bit,
-each call resuming in a fresh process; the training job shows the calls as one continuous run."""
+"""A run cut into bounded calls (ZeroGPU's way, vicreg/orchestration/chunks.py) equals one uninterrupted run bit for
+bit, each call resuming in a fresh process; the training job shows the calls as one continuous run."""
 import os
 import threading
 
 import pytest
 import torch
 
-from vicreg.checkpoint import load_checkpoint, read_meta
-from vicreg.chunks import ChunkPlan, in_fresh_process, run_chunk, run_chunked
-from vicreg.config import ModelConfig, TrainConfig
-from vicreg.events import EndEvent, StepEvent
-from vicreg.jobs import TrainingJob
-from vicreg.train import train
+from vicreg.core.config import ModelConfig, TrainConfig
+from vicreg.orchestration.chunks import ChunkPlan, in_fresh_process, run_chunk, run_chunked
+from vicreg.orchestration.jobs import TrainingJob
+from vicreg.runfiles.checkpoint import load_checkpoint, read_meta
+from vicreg.runfiles.events import EndEvent, StepEvent
+from vicreg.training.train import train
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "cifar10_sample.npz")
 STEPS_PER_EPOCH, EPOCHS = 8, 2  # 256 images at batch 32

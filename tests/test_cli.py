@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 
-from vicreg.checkpoint import load_checkpoint, read_meta
+from vicreg.runfiles.checkpoint import load_checkpoint, read_meta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 2  # of the first run: 128 images / batch 32 = 4 steps per epoch
@@ -185,7 +185,7 @@ def test_the_throughput_benchmark_lives_in_bench_not_in_the_package():
 def test_options_set_fields_by_dotted_name_and_zero_unsets():
     """TrainConfig.with_values is the CLI's (and the app's) one rule: dotted names, 0 = unset for lr and
     train_subset, values converted to the field's type."""
-    from vicreg.cli import build_parser, given_options, train_config
+    from vicreg.orchestration.cli import build_parser, given_options, train_config
 
     args = build_parser().parse_args(["TRAIN", "--preset", "cpu90", "--lr", "0", "--train_subset", "0",
                                       "--var_coeff", "0", "--view_size", "16", "--epochs", "3"])
@@ -209,8 +209,8 @@ def test_options_set_fields_by_dotted_name_and_zero_unsets():
 @pytest.mark.parametrize("preset", ["quick_demo", "cpu90", "cpu150", "gpu"])
 def test_train_args_give_back_the_same_config(preset, tmp_path):
     """What the app runs under torchrun: TRAIN with every option, which rebuilds the config exactly."""
-    from vicreg.cli import build_parser, train_args, train_config
-    from vicreg.config import TrainConfig
+    from vicreg.core.config import TrainConfig
+    from vicreg.orchestration.cli import build_parser, train_args, train_config
 
     cfg = TrainConfig.from_preset(preset).with_values({"loss.var_coeff": 0, "name": "run", "lr": 0.05,
                                                        "data": str(tmp_path / "data dir"), "knn_train": 123})
@@ -222,8 +222,8 @@ def test_train_args_give_back_the_same_config(preset, tmp_path):
 
 
 def test_resume_args_continue_the_plan_or_train_more():
-    from vicreg.cli import resume_args
-    from vicreg.config import TrainConfig
+    from vicreg.core.config import TrainConfig
+    from vicreg.orchestration.cli import resume_args
 
     cfg = TrainConfig.from_preset("quick_demo").with_values({"name": "q", "checkpoint_dir": "ck", "device": "cpu",
                                                              "threads": 1, "data": "d.npz"})

@@ -3,10 +3,10 @@ import dataclasses
 
 import pytest
 
-from vicreg.cli import CONFIG_OPTIONS, build_parser
-from vicreg.cli import train_config as _config
-from vicreg.config import AugmentConfig, LossConfig, ModelConfig, TrainConfig
-from vicreg.presets import PRESETS
+from vicreg.core.config import AugmentConfig, LossConfig, ModelConfig, TrainConfig
+from vicreg.core.presets import PRESETS
+from vicreg.orchestration.cli import CONFIG_OPTIONS, build_parser
+from vicreg.orchestration.cli import train_config as _config
 
 
 def test_presets_are_keyed_by_config_fields_and_name_their_run():

@@ -1,7 +1,7 @@
 """Crash safety: training is SIGKILLed at 22 distinct moments and every kill is survived.
 
 One small real run (CLI subprocesses on 32 real CIFAR-10 images: 10 epochs of 2 steps, a kNN pass and
-a checkpoint every epoch) is killed again and again by the VICREG_FAULT test hook (vicreg/faults.py):
+a checkpoint every epoch) is killed again and again by the VICREG_FAULT test hook (vicreg/runfiles/faults.py):
 between steps, halfway through a metrics line, inside the kNN pass, halfway through a checkpoint's
 temporary file, before its rename, between the rename and the sidecar, and during the checkpoint of a
 requested stop (mid-epoch). Each kill is followed by RE_TRAIN from the last complete checkpoint, or by
@@ -22,8 +22,8 @@ import pytest
 import torch
 from conftest import write_packed
 
-from vicreg.checkpoint import list_checkpoints, load_checkpoint, read_meta
-from vicreg.metrics import read_metrics
+from vicreg.runfiles.checkpoint import list_checkpoints, load_checkpoint, read_meta
+from vicreg.runfiles.metrics import read_metrics
 
 pytestmark = pytest.mark.reliability
 

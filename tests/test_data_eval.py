@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vicreg import data as data_mod
-from vicreg.data import DataError, even_subset, load_dataset
-from vicreg.evaluate import knn_accuracy, knn_predict, linear_probe
+from vicreg.training import data as data_mod
+from vicreg.training.data import DataError, even_subset, load_dataset
+from vicreg.training.evaluate import knn_accuracy, knn_predict, linear_probe
 
 
 @pytest.mark.full_data

@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vicreg import distributed as ddp
-from vicreg.checkpoint import load_checkpoint
-from vicreg.config import ModelConfig
-from vicreg.model import VICReg
+from vicreg.core import distributed as ddp
+from vicreg.core.config import ModelConfig
+from vicreg.core.model import VICReg
+from vicreg.runfiles.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLOBAL_BATCH, WORLD = 8, 2
@@ -248,7 +248,7 @@ def test_a_data_error_on_the_loading_rank_ends_every_rank(tmp_path):
 @pytest.mark.parametrize("world", [1, 2])
 def test_the_loss_rejects_a_global_batch_of_one(world):
     z = torch.randn(1, 4)
-    from vicreg.loss import vicreg_loss
+    from vicreg.core.loss import vicreg_loss
 
     if world == 1:
         with pytest.raises(ValueError, match="at least 2"):

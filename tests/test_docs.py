@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from vicreg.presets import DEFAULT_MODEL
+from vicreg.core.presets import DEFAULT_MODEL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")

@@ -1,6 +1,6 @@
 """Unit tests of the app's per-image services: upload decoding (services/images.py), neighbours, votes
-and map positions (services/neighbours.py), view pairs (services/views.py), the UMAP child's kNN graph
-(services/umap_fit.py), the data source and the Hub download's messages."""
+and map positions (services/features/neighbours.py), view pairs (services/features/views.py), the UMAP child's kNN graph
+(services/features/umap_fit.py), the data source and the Hub download's messages."""
 import io
 import os
 from itertools import pairwise
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.features.neighbours import FeatureIndex, knn_vote, l2_normalize, nearest, project
+from services.features.views import training_views
 from services.images import BadImage, decode_image
-from services.neighbours import FeatureIndex, knn_vote, l2_normalize, nearest, project
-from services.views import training_views
-from vicreg.config import AugmentConfig
-from vicreg.data import DataError
+from vicreg.core.config import AugmentConfig
+from vicreg.training.data import DataError
 
 MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # PIL's default: the app must leave it alone
 
@@ -122,7 +122,7 @@ def test_resize_is_short_side_centre_crop():
 
 
 def test_real_cifar_file_matches_dataset(mini_cifar):
-    from vicreg.data import load_image_file
+    from vicreg.training.data import load_image_file
 
     cls = sorted(os.listdir(os.path.join(mini_cifar, "test")))[3]
     f = os.path.join(mini_cifar, "test", cls, sorted(os.listdir(os.path.join(mini_cifar, "test", cls)))[0])
@@ -208,7 +208,7 @@ def test_view_pair_with_params():
 
 
 def test_umap_knn_graph_is_exact():
-    from services.umap_fit import knn_graph
+    from services.features.umap_fit import knn_graph
 
     x = np.random.default_rng(4).normal(size=(300, 8)).astype(np.float32)
     idx, dist = knn_graph(x, 6, chunk=64)
@@ -238,7 +238,7 @@ def test_hub_errors_are_messages(monkeypatch, tmp_path):
 
 
 def test_data_source_prefers_the_full_dataset(tmp_path, cifar_root):
-    from services.data import CIFAR_FILES, DataSource
+    from services.features.data import CIFAR_FILES, DataSource
 
     sample = tmp_path / "sample.npz"
     sample.write_bytes(b"")
@@ -264,7 +264,7 @@ def test_one_dataset_loading_blocks_neither_another_nor_loads_twice(cifar_root, 
     and a second caller for the same dataset waits for that load instead of decoding it again."""
     import threading
 
-    import services.data as data_module
+    import services.features.data as data_module
     from services.settings import SAMPLE
 
     gate, calls, real = threading.Event(), [], data_module.load_dataset

@@ -1,4 +1,4 @@
-"""vicreg.fastconv: the small-map products (forward, input and weight gradients) equal the convolution's
+"""vicreg.core.fastconv: the small-map products (forward, input and weight gradients) equal the convolution's
 own, and a training step with them equals the reference step (plain nn.Conv2d everywhere) up to bf16
 rounding."""
 from __future__ import annotations
@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from vicreg import fastconv
-from vicreg.config import TrainConfig
-from vicreg.model import VICReg
-from vicreg.runtime import make_runtime
+from vicreg.core import fastconv
+from vicreg.core.config import TrainConfig
+from vicreg.core.model import VICReg
+from vicreg.core.runtime import make_runtime
 
 SHAPES = [  # (in, out, kernel, stride, input side): layer4's convs at 32 px and 24 px views, and 1x1 downsamples
     (512, 512, 3, 1, 4), (256, 512, 3, 2, 8), (256, 512, 1, 2, 8), (512, 512, 3, 1, 3), (256, 512, 3, 2, 6),
@@ -123,8 +123,8 @@ def test_training_step_equals_the_reference_step_within_bf16():
 
 
 def test_folded_backbone_equals_the_model_in_eval_mode():
-    from vicreg.evaluate import extract_features
-    from vicreg.fold import folded
+    from vicreg.core.fold import folded
+    from vicreg.training.evaluate import extract_features
 
     torch.manual_seed(0)
     backbone = VICReg().backbone

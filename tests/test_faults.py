@@ -8,12 +8,12 @@ import threading
 
 import pytest
 
-from vicreg.checkpoint import list_checkpoints, save_checkpoint
-from vicreg.config import ModelConfig, TrainConfig
-from vicreg.faults import Fault, parse
-from vicreg.files import sweep_stale_temps
-from vicreg.metrics import cut_torn_tail, open_for_append, read_metrics
-from vicreg.model import VICReg
+from vicreg.core.config import ModelConfig, TrainConfig
+from vicreg.core.model import VICReg
+from vicreg.runfiles.checkpoint import list_checkpoints, save_checkpoint
+from vicreg.runfiles.faults import Fault, parse
+from vicreg.runfiles.files import sweep_stale_temps
+from vicreg.runfiles.metrics import cut_torn_tail, open_for_append, read_metrics
 
 pytestmark = pytest.mark.reliability
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +43,8 @@ def test_stop_at_a_step_on_one_rank():
 
 KILLED_WRITE = """
 import sys
-from vicreg.faults import Fault, parse
-from vicreg.files import atomic_write
+from vicreg.runfiles.faults import Fault, parse
+from vicreg.runfiles.files import atomic_write
 fault = parse(sys.argv[2])
 atomic_write(sys.argv[1], lambda tmp: open(tmp, "wb").write(bytes(range(200))), on_written=fault.on_written("ckpt"))
 """

@@ -1,10 +1,10 @@
-"""vicreg.files.atomic_write: the one atomic file write behind checkpoints, sidecars and the decode cache."""
+"""vicreg.runfiles.files.atomic_write: the one atomic file write behind checkpoints, sidecars and the decode cache."""
 import os
 
 import numpy as np
 import pytest
 
-from vicreg.files import atomic_write, atomic_write_text
+from vicreg.runfiles.files import atomic_write, atomic_write_text
 
 
 def _listing(folder):

@@ -6,14 +6,14 @@ import threading
 import pytest
 import torch
 
-import vicreg.runtime as runtime
-from vicreg.augment import channel_constant, two_views
-from vicreg.checkpoint import _write, load_checkpoint, load_optimizer_state, save_checkpoint
-from vicreg.config import AugmentConfig, ModelConfig, TrainConfig
-from vicreg.health import effective_rank
-from vicreg.model import VICReg
-from vicreg.optim import make_optimizer
-from vicreg.train import train
+import vicreg.core.runtime as runtime
+from vicreg.core.augment import channel_constant, two_views
+from vicreg.core.config import AugmentConfig, ModelConfig, TrainConfig
+from vicreg.core.health import effective_rank
+from vicreg.core.model import VICReg
+from vicreg.core.optim import make_optimizer
+from vicreg.runfiles.checkpoint import _write, load_checkpoint, load_optimizer_state, save_checkpoint
+from vicreg.training.train import train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

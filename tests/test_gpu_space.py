@@ -8,9 +8,9 @@ import torch
 
 from services import gpu
 from ui.train_tab import GPU_ON_CPU, describe_device, presets
-from vicreg.chunks import ChunkPlan, in_fresh_process, run_chunk, train_seconds
-from vicreg.config import TrainConfig
-from vicreg.presets import PRESETS
+from vicreg.core.config import TrainConfig
+from vicreg.core.presets import PRESETS
+from vicreg.orchestration.chunks import ChunkPlan, in_fresh_process, run_chunk, train_seconds
 
 ZERO = {"SPACE_ID": "someone/vicreg", "SPACES_ZERO_GPU": "true"}
 

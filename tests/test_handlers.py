@@ -10,7 +10,7 @@ import pytest
 from app_fixtures import demo_pair  # noqa: F401
 from PIL import Image
 
-import services.data
+import services.features.data
 from services.settings import Settings
 from services.studio import Studio
 from services.training import TrainingJob
@@ -19,11 +19,11 @@ from ui.eval_handlers import NEEDS_DATA
 from ui.layout import Handlers
 from ui.train_handlers import preset_knobs
 from ui.train_status import progress_html
-from vicreg.checkpoint import FORMAT, read_meta
-from vicreg.config import MAX_VIEWS, TrainConfig
-from vicreg.data import load_packed, read_packed
-from vicreg.presets import DEFAULT_MODEL, PRESETS
-from vicreg.report import REPORT_KEYS
+from vicreg.core.config import MAX_VIEWS, TrainConfig
+from vicreg.core.presets import DEFAULT_MODEL, PRESETS
+from vicreg.runfiles.checkpoint import FORMAT, read_meta
+from vicreg.runfiles.report import REPORT_KEYS
+from vicreg.training.data import load_packed, read_packed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -165,9 +165,10 @@ def test_visitor_views_at_most_the_quick_demos(demo_pair, tmp_path):  # noqa: F8
 
 
 def test_multiview_config_fits_a_torchrun_command(setup):
-    """A run of several processes passes its config to `python -m vicreg TRAIN` (vicreg.cli.train_args): the
-    views, their size and crop scale travel too, so a multi-view run is not refused for processes > 1."""
-    from vicreg.cli import train_args
+    """A run of several processes passes its config to `python -m vicreg TRAIN`
+    (vicreg.orchestration.cli.train_args): the views, their size and crop scale travel too, so a multi-view run is
+    not refused for processes > 1."""
+    from vicreg.orchestration.cli import train_args
 
     cfg = setup[0].train.config("quick_demo", knobs(**{"augment.views": 6, "augment.view_size": 16}), "cpu", 1)
     cfg = cfg.with_values({"augment.scale": "0.2:0.6"})
@@ -328,7 +329,7 @@ def test_examples_three_per_class(setup, sample):
 
 
 def test_download_offline_gives_a_message(setup, monkeypatch):
-    monkeypatch.setattr(services.data, "CIFAR_HOST", ("127.0.0.1", 9))  # refuses at once: no network used
+    monkeypatch.setattr(services.features.data, "CIFAR_HOST", ("127.0.0.1", 9))  # refuses at once: no network used
     out = setup[0].header.download()
     assert out.status == "❌ CIFAR-10 could not be downloaded. Is this server online? " + DATA_HELP
 
@@ -367,13 +368,15 @@ def test_scrub_cuts_absolute_paths():
 
 def test_imports_change_no_global_state():
     code = ("import PIL.Image, sys; before = PIL.Image.MAX_IMAGE_PIXELS\n"
-            "import vicreg.train\n"
+            "import vicreg.training.train\n"
             "early = sorted(m for m in sys.modules if m.split('.')[0] in {'gradio', 'umap', 'numba'})\n"
-            "import app, services.catalog, services.data, services.hub, services.images, services.maps\n"
-            "import services.models, services.neighbours, services.reports, services.settings, services.studio\n"
-            "import services.umap_fit, services.views, ui.charts, ui.common, ui.eval_tab, ui.explore_handlers\n"
+            "import app, services.catalog, services.features.data, services.hub, services.images\n"
+            "import services.features.maps, services.features.models, services.features.neighbours\n"
+            "import services.reports, services.settings, services.studio\n"
+            "import services.features.umap_fit, services.features.views, ui.charts, ui.common, ui.eval_tab\n"
+            "import ui.explore_handlers\n"
             "import ui.explore_tab, ui.header, ui.header_handlers, ui.layout, ui.train_handlers, ui.train_status\n"
-            "import ui.train_tab, ui.umap_tab, vicreg.launch\n"
+            "import ui.train_tab, ui.umap_tab, vicreg.orchestration.launch\n"
             "late = sorted(m for m in sys.modules if m.split('.')[0] in {'umap', 'numba'})\n"
             "print(early, late, PIL.Image.MAX_IMAGE_PIXELS == before)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -8,7 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vicreg.checkpoint import (
+from vicreg.core.config import ModelConfig, TrainConfig
+from vicreg.core.model import VICReg
+from vicreg.core.presets import DEFAULT_MODEL
+from vicreg.runfiles.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
@@ -16,9 +19,6 @@ from vicreg.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from vicreg.config import ModelConfig, TrainConfig
-from vicreg.model import VICReg
-from vicreg.presets import DEFAULT_MODEL
 
 pytestmark = pytest.mark.reliability
 

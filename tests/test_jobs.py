@@ -1,7 +1,7 @@
 import threading
 
-from vicreg.config import TrainConfig
-from vicreg.jobs import TrainingJob
+from vicreg.core.config import TrainConfig
+from vicreg.orchestration.jobs import TrainingJob
 
 
 def test_concurrent_starts_make_one_job_and_stop_is_resumable(cifar, tmp_path):
@@ -57,7 +57,7 @@ def test_failure_is_reported_not_raised(tmp_path):
 
 def test_time_limit_stops_the_run_with_a_checkpoint(cifar, tmp_path):
     from services.training import TrainingJob  # the app's job: it words the visitors' time limit
-    from vicreg.checkpoint import load_checkpoint
+    from vicreg.runfiles.checkpoint import load_checkpoint
 
     job = TrainingJob(data_loader=lambda _cfg: cifar)
     cfg = TrainConfig(epochs=50, batch_size=16, train_subset=16 * 50, knn_test=0, checkpoint_dir=str(tmp_path),
@@ -72,9 +72,10 @@ def test_time_limit_stops_the_run_with_a_checkpoint(cifar, tmp_path):
 
 
 def test_events_read_back_from_the_metrics_file_are_the_events_written():
-    """A torchrun run's events come from rank 0's metrics file (vicreg/launch.py): each kind reads back equal."""
-    from vicreg.events import EndEvent, EpochEvent, StartEvent, StepEvent, to_dict
-    from vicreg.launch import event
+    """A torchrun run's events come from rank 0's metrics file (vicreg/orchestration/launch.py): each kind reads back
+    equal."""
+    from vicreg.orchestration.launch import event
+    from vicreg.runfiles.events import EndEvent, EpochEvent, StartEvent, StepEvent, to_dict
 
     written = [StartEvent("r", "cpu", 0, 0, 2, 4, 8, 64, None, {"batch_size": 16}, notes=["2 processes"]),
                StepEvent(0, 1, 8, 25.0, 0.2, 0.6, 4.1, 0.01, 40.0, 0.3, 12.5, 1.0, warning="collapse"),
@@ -85,7 +86,7 @@ def test_events_read_back_from_the_metrics_file_are_the_events_written():
 
 
 def test_a_zerogpu_job_runs_one_process(tmp_path):
-    from vicreg.chunks import ChunkPlan
+    from vicreg.orchestration.chunks import ChunkPlan
 
     job = TrainingJob(chunks=ChunkPlan(seconds=60))
     assert job.start(TrainConfig(checkpoint_dir=str(tmp_path)), processes=2) == (

@@ -14,15 +14,15 @@ import torch
 from safetensors.torch import save_file
 
 import app
-import services.models
-from services.banks import Builder
+import services.features.models
+from services.features.banks import Builder
 from services.settings import SAMPLE, Settings
 from services.studio import Studio
 from services.training import Training
 from ui.layout import build_demo
-from vicreg.checkpoint import FORMAT
-from vicreg.config import TrainConfig
-from vicreg.jobs import TrainingJob
+from vicreg.core.config import TrainConfig
+from vicreg.orchestration.jobs import TrainingJob
+from vicreg.runfiles.checkpoint import FORMAT
 
 
 def listed_checkpoint(folder) -> str:
@@ -39,7 +39,7 @@ def spies(monkeypatch):
     """What would start work, recorded instead of started (bank and map requests, processes) or recorded as
     it happens (runtimes)."""
     seen = {"banks": [], "runtimes": [], "processes": []}
-    make = services.models.make_runtime
+    make = services.features.models.make_runtime
 
     def request(_builder, wanted, **_retry):
         seen["banks"].append([(kind, where.checkpoint) for kind, where in wanted])
@@ -54,7 +54,7 @@ def spies(monkeypatch):
         raise OSError("no process may start here")
 
     monkeypatch.setattr(Builder, "request", request)
-    monkeypatch.setattr(services.models, "make_runtime", runtime)
+    monkeypatch.setattr(services.features.models, "make_runtime", runtime)
     monkeypatch.setattr(subprocess, "Popen", popen)
     return seen
 

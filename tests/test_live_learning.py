@@ -1,5 +1,5 @@
 """What a visitor watches in the Train tab: the untrained baseline and a reference run on the charts, the live
-map of the monitor's images (services/live_map.py), and a ZeroGPU quota that ends a run cleanly."""
+map of the monitor's images (services/features/live_map.py), and a ZeroGPU quota that ends a run cleanly."""
 import os
 import sys
 import threading
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from services import gpu
-from services.live_map import LiveMap, align, layout
+from services.features.live_map import LiveMap, align, layout
 from services.reference import Reference, preset_of, reference_for, shipped
 from ui import charts
-from vicreg.chunks import ChunkPlan, run_chunk, run_chunked
-from vicreg.config import ModelConfig, TrainConfig
-from vicreg.events import StepEvent, WatchEvent
-from vicreg.jobs import JobSnapshot
-from vicreg.presets import QUICK
+from vicreg.core.config import ModelConfig, TrainConfig
+from vicreg.core.presets import QUICK
+from vicreg.orchestration.chunks import ChunkPlan, run_chunk, run_chunked
+from vicreg.orchestration.jobs import JobSnapshot
+from vicreg.runfiles.events import StepEvent, WatchEvent
 
 
 def clusters(n: int = 300, spread: float = 2.0, seed: int = 0):
@@ -90,7 +90,7 @@ def test_the_accuracy_chart_shows_the_untrained_start_and_the_reference_behind()
 
 def test_the_reference_is_the_previous_run_else_a_shipped_run_of_the_preset(tmp_path):
     cfg = TrainConfig.from_preset(QUICK, name="visitor-x", threads=1).to_dict()
-    from vicreg.events import StartEvent
+    from vicreg.runfiles.events import StartEvent
 
     start = StartEvent("visitor-x", "cpu", 0, 0, 3, 31, 93, 2000, None, cfg)
     previous = JobSnapshot(1, "finished", start, [_step(1, 28.0)])

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from vicreg.loss import (
+from vicreg.core.loss import (
     covariance_loss,
     invariance_loss,
     multiview_covariance,
@@ -17,7 +17,7 @@ from vicreg.loss import (
 
 
 def reference(z_a, z_b, lam=25.0, mu=25.0, nu=1.0, eps=1e-4):
-    """Loops over dimensions and pairs in float64, no shared code with vicreg.loss."""
+    """Loops over dimensions and pairs in float64, no shared code with vicreg.core.loss."""
     za, zb = z_a.double().tolist(), z_b.double().tolist()
     n, d = len(za), len(za[0])
 
@@ -137,7 +137,7 @@ def test_a_gather_gives_variance_and_covariance_over_the_global_batch_and_keeps_
 
 
 def multiview_reference(zs, lam=25.0, mu=25.0, nu=1.0, eps=1e-4):
-    """The multi-view terms in float64 loops, from their definitions and not from vicreg.loss:
+    """The multi-view terms in float64 loops, from their definitions and not from vicreg.core.loss:
     invariance = the mean over all pairs of views of s(Z_i, Z_j) (per dimension, as the two-view term),
     variance = the mean over views of v(Z), covariance = 2/N times the sum over views of c(Z)."""
     views = [z.double().tolist() for z in zs]

@@ -1,4 +1,4 @@
-"""services/models.py: concurrent embed requests are batched on the light thread and each caller gets
+"""services/features/models.py: concurrent embed requests are batched on the light thread and each caller gets
 its own image's embedding (and a bad checkpoint's error)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from app_fixtures import demo_pair  # noqa: F401
 
-from services.models import ModelCache
-from vicreg.checkpoint import CheckpointError
+from services.features.models import ModelCache
+from vicreg.runfiles.checkpoint import CheckpointError
 
 
 def test_concurrent_requests_are_batched_and_answered_each(demo_pair, tmp_path):  # noqa: F811

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from vicreg.config import ModelConfig, TrainConfig
-from vicreg.model import VICReg, cifar_resnet18
-from vicreg.optim import LARS, lr_at, make_optimizer, param_groups
+from vicreg.core.config import ModelConfig, TrainConfig
+from vicreg.core.model import VICReg, cifar_resnet18
+from vicreg.core.optim import LARS, lr_at, make_optimizer, param_groups
 
 
 def test_cifar_stem_and_dimensions():

@@ -5,18 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from vicreg.augment import augment, n_views, normalize, two_views
-from vicreg.checkpoint import load_checkpoint
-from vicreg.cli import build_parser, train_config
-from vicreg.config import AugmentConfig, ModelConfig, TrainConfig
-from vicreg.data import even_subset
-from vicreg.distributed import Dist
-from vicreg.loss import multiview_loss, vicreg_loss
-from vicreg.model import VICReg
-from vicreg.presets import PRESETS
-from vicreg.resume import resume_config
-from vicreg.streams import epoch_order, start_epoch_stream
-from vicreg.train import train
+from vicreg.core.augment import augment, n_views, normalize, two_views
+from vicreg.core.config import AugmentConfig, ModelConfig, TrainConfig
+from vicreg.core.distributed import Dist
+from vicreg.core.loss import multiview_loss, vicreg_loss
+from vicreg.core.model import VICReg
+from vicreg.core.presets import PRESETS
+from vicreg.orchestration.cli import build_parser, train_config
+from vicreg.runfiles.checkpoint import load_checkpoint
+from vicreg.runfiles.resume import resume_config
+from vicreg.runfiles.streams import epoch_order, start_epoch_stream
+from vicreg.training.data import even_subset
+from vicreg.training.train import train
 
 MULTI = dict(views=4, view_size=16, scale=(0.2, 0.6))
 
@@ -141,8 +141,8 @@ def test_resume_config_takes_views_from_the_checkpoint(cifar, tmp_path):
 
 
 def test_the_app_shows_a_multiview_checkpoints_small_views(cifar, tmp_path):
-    from services.models import ModelCache
-    from services.views import training_views
+    from services.features.models import ModelCache
+    from services.features.views import training_views
 
     pixels = cifar.test.images[0].numpy()
     imgs, params = training_views(pixels, AugmentConfig(**MULTI), seed=4)
@@ -192,7 +192,7 @@ def test_progressive_view_sides_split_the_run_into_equal_parts():
 
 
 def test_progressive_resizing_trains_each_part_at_its_side_and_resumes_exactly(cifar, tmp_path, monkeypatch):
-    import vicreg.run as train_module
+    import vicreg.training.run as train_module
 
     sides = []
     real = train_module.n_views

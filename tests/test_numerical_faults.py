@@ -14,11 +14,11 @@ from services.settings import Settings
 from services.studio import Studio
 from ui.train_handlers import TrainHandlers
 from ui.train_status import progress_html
-from vicreg.checkpoint import load_checkpoint
-from vicreg.config import AugmentConfig, ModelConfig, TrainConfig
-from vicreg.files import file_sha256
-from vicreg.jobs import TrainingJob
-from vicreg.metrics import read_metrics
+from vicreg.core.config import AugmentConfig, ModelConfig, TrainConfig
+from vicreg.orchestration.jobs import TrainingJob
+from vicreg.runfiles.checkpoint import load_checkpoint
+from vicreg.runfiles.files import file_sha256
+from vicreg.runfiles.metrics import read_metrics
 
 pytestmark = pytest.mark.reliability
 

@@ -25,11 +25,11 @@ import pytest
 from app_fixtures import KNOBS, demo_pair, offline_app  # noqa: F401
 from leaks import scan
 
-from vicreg.checkpoint import CheckpointError, save_checkpoint
-from vicreg.config import ModelConfig, TrainConfig
-from vicreg.jobs import TrainingJob
-from vicreg.names import checkpoint_stem
-from vicreg.presets import DEFAULT_MODEL
+from vicreg.core.config import ModelConfig, TrainConfig
+from vicreg.core.presets import DEFAULT_MODEL
+from vicreg.orchestration.jobs import TrainingJob
+from vicreg.runfiles.checkpoint import CheckpointError, save_checkpoint
+from vicreg.runfiles.names import checkpoint_stem
 
 pytestmark = pytest.mark.reliability
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +47,7 @@ def summary():
 @pytest.fixture(scope="module")
 def secret_checkpoint(tmp_path_factory) -> str:
     """A real checkpoint that can be resumed (1 of 2 epochs done): if anything used it, it would work."""
-    from vicreg.model import VICReg
+    from vicreg.core.model import VICReg
 
     cfg = TrainConfig(epochs=2, model=ModelConfig(projector="16-16"))
     path = str(tmp_path_factory.mktemp("secret") / "secret.safetensors")
@@ -189,7 +189,7 @@ def opened(monkeypatch):
     import safetensors
     import safetensors.torch
 
-    import vicreg.checkpoint
+    import vicreg.runfiles.checkpoint
 
     if _audit not in HOOKED:
         sys.addaudithook(_audit)  # cannot be removed: it records only while a test holds RECORD
@@ -201,7 +201,7 @@ def opened(monkeypatch):
         return lambda path, *a, **k: (seen.append(os.fspath(path)), fn(path, *a, **k))[1]
 
     monkeypatch.setattr(safetensors, "safe_open", spy(safetensors.safe_open))
-    monkeypatch.setattr(vicreg.checkpoint, "load_file", spy(safetensors.torch.load_file))
+    monkeypatch.setattr(vicreg.runfiles.checkpoint, "load_file", spy(safetensors.torch.load_file))
     yield seen
     RECORD.remove(seen)
 
@@ -270,8 +270,8 @@ def test_handlers_refuse_paths_and_names(tmp_path, secret_checkpoint, demo_pair,
 
 
 def test_checkpoint_path_refuses_links_out(tmp_path, secret_checkpoint, demo_pair):  # noqa: F811
-    """The trainer's own guard (vicreg.names.checkpoint_path), for writers that skip the handlers."""
-    from vicreg.names import checkpoint_path
+    """The trainer's own guard (vicreg.runfiles.names.checkpoint_path), for writers that skip the handlers."""
+    from vicreg.runfiles.names import checkpoint_path
 
     w = plant(str(tmp_path), secret_checkpoint, demo_pair[0])
     results = {}

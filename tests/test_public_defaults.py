@@ -1,6 +1,6 @@
 """Safe by default, without a server: the bind address (services/exposure.py), who may do what when
 strangers can reach the app (services/access.py), and where files that should survive a restart go
-(vicreg.config.storage_root, used by the app's settings and the CLI's defaults alike)."""
+(vicreg.core.config.storage_root, used by the app's settings and the CLI's defaults alike)."""
 import logging
 import os
 import subprocess
@@ -13,8 +13,8 @@ from bench.harness import ROOT
 from services import exposure
 from services.access import Access
 from services.settings import Settings
-from vicreg import config
-from vicreg.config import TrainConfig, default_cache_dir, default_checkpoint_dir, default_data_root, storage_root
+from vicreg.core import config
+from vicreg.core.config import TrainConfig, default_cache_dir, default_checkpoint_dir, default_data_root, storage_root
 
 HOME_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vicreg")
 

@@ -26,7 +26,7 @@ SECRET = "correct horse battery staple"
 NEVER = (".venv", "venv", "__pycache__", ".pytest_cache", ".gradio", ".cache", "runs", "data", "flagged", ".git")
 # the smallest project copy the rules can be shown on: the shipped model, its sidecar, some code
 MINIMAL = ("app.py", "README.md", "requirements.txt", ".gitattributes", ".gitignore", "checkpoints/.gitkeep",
-           SHIPPED, SIDECAR, "vicreg/config.py")
+           SHIPPED, SIDECAR, "vicreg/core/config.py")
 
 
 class NoNetwork:
@@ -75,8 +75,8 @@ def full_checkpoint(root, rel: str) -> str:
     """A real full (unpacked) checkpoint of a tiny model, with optimiser state and its sidecar."""
     import torch
 
-    from vicreg.checkpoint import save_checkpoint
-    from vicreg.config import TrainConfig
+    from vicreg.core.config import TrainConfig
+    from vicreg.runfiles.checkpoint import save_checkpoint
 
     model = torch.nn.Linear(4, 2)
     opt = torch.optim.AdamW(model.parameters())
@@ -140,7 +140,7 @@ def test_the_shipped_default_is_the_apps_default():
 
 
 @pytest.mark.parametrize("rel, kept", [
-    ("app.py", True), ("vicreg/train.py", True), ("docs/space.md", True), ("assets/cifar10_sample.npz", True),
+    ("app.py", True), ("vicreg/training/train.py", True), ("docs/space.md", True), ("assets/cifar10_sample.npz", True),
     (SHIPPED, True), (SIDECAR, True), ("tests/test_cli.py", True),
     (SIDECAR.replace(".json", ".metrics.jsonl"), False), ("checkpoints/my_model.safetensors", False),
     ("checkpoints/my_model.json", False), ("assets/model.pth", False), ("sub/.venv/x.py", False),

@@ -1,4 +1,4 @@
-"""vicreg.runtime.available_cpus: the CPUs this process may really use (affinity, cgroup v1/v2 quota),
+"""vicreg.core.runtime.available_cpus: the CPUs this process may really use (affinity, cgroup v1/v2 quota),
 and that the app's settings and a training run take their torch threads from it."""
 import json
 import os
@@ -9,8 +9,8 @@ import pytest
 from app_fixtures import demo_pair  # noqa: F401
 
 from bench.harness import ROOT
-from vicreg import runtime
-from vicreg.runtime import available_cpus, cgroup_cpu_quota
+from vicreg.core import runtime
+from vicreg.core.runtime import available_cpus, cgroup_cpu_quota
 
 FOUR = {0, 1, 2, 3}
 
@@ -76,9 +76,9 @@ CHILD = r"""
 import json, os, sys, torch
 from services.settings import Settings
 from services.studio import Studio
-from vicreg.config import ModelConfig, TrainConfig
-from vicreg.events import StepEvent
-from vicreg.train import train
+from vicreg.core.config import ModelConfig, TrainConfig
+from vicreg.runfiles.events import StepEvent
+from vicreg.training.train import train
 torch.set_num_threads(2)  # what the run must undo: threads=0 means the CPUs this process may use
 settings = Settings.from_env({})
 out = {"affinity": len(os.sched_getaffinity(0)), "settings": settings.threads, "studio": Studio(settings).threads}

@@ -5,17 +5,17 @@ import threading
 import pytest
 import torch
 
-from vicreg.checkpoint import load_checkpoint
-from vicreg.config import LossConfig, ModelConfig, TrainConfig
-from vicreg.data import even_subset
-from vicreg.embed import load_model
-from vicreg.evaluate import extract_features, knn_accuracy
-from vicreg.events import to_dict
-from vicreg.health import effective_rank
-from vicreg.optim import lr_at
-from vicreg.resume import more_epochs
-from vicreg.runtime import make_runtime
-from vicreg.train import train
+from vicreg.core.config import LossConfig, ModelConfig, TrainConfig
+from vicreg.core.health import effective_rank
+from vicreg.core.optim import lr_at
+from vicreg.core.runtime import make_runtime
+from vicreg.runfiles.checkpoint import load_checkpoint
+from vicreg.runfiles.events import to_dict
+from vicreg.runfiles.resume import more_epochs
+from vicreg.training.data import even_subset
+from vicreg.training.embed import load_model
+from vicreg.training.evaluate import extract_features, knn_accuracy
+from vicreg.training.train import train
 
 
 def _cfg(tmp_path, name, **kw):
@@ -134,7 +134,7 @@ def test_effective_rank():
 
 
 def test_collapse_warns_once_and_does_not_stop_the_run():
-    from vicreg.health import CollapseWatch
+    from vicreg.core.health import CollapseWatch
 
     watch = CollapseWatch(min_std=0.02, min_rank=4.0, steps=3)
     healthy = [watch.update(s, 0.3, 40.0) for s in range(1, 4)]
@@ -148,10 +148,11 @@ def test_collapse_warns_once_and_does_not_stop_the_run():
 def test_a_collapse_warning_reaches_the_events_once_and_the_run_finishes(cifar, tmp_path, monkeypatch):
     """The plumbing, with a watch that sees every step as collapsed (a real collapse, variance weight 0,
     takes longer than a test should); the watch's own rule is tested above."""
-    import vicreg.health
+    import vicreg.core.health
 
-    real = vicreg.health.CollapseWatch.update
-    monkeypatch.setattr(vicreg.health.CollapseWatch, "update", lambda self, step, _s, _r: real(self, step, 0.0, 0.0))
+    real = vicreg.core.health.CollapseWatch.update
+    monkeypatch.setattr(vicreg.core.health.CollapseWatch, "update",
+                        lambda self, step, _s, _r: real(self, step, 0.0, 0.0))
     events = _run(_cfg(tmp_path, "collapse", epochs=3, train_subset=256), cifar)
     warned = [e for e in events if e.kind == "step" and e.warning]
     assert events[-1].status == "finished" and [e.step for e in warned] == [20]

@@ -10,10 +10,10 @@ from app_fixtures import demo_pair  # noqa: F401
 from services.settings import Settings
 from services.studio import Studio
 from ui.layout import Handlers
-from vicreg import launch
 from vicreg.__main__ import main as cli
-from vicreg.checkpoint import load_checkpoint
-from vicreg.jobs import TrainingJob
+from vicreg.orchestration import launch
+from vicreg.orchestration.jobs import TrainingJob
+from vicreg.runfiles.checkpoint import load_checkpoint
 
 KNOBS = dict(name="two", epochs=2, batch_size=16, optimizer="lars", lr=0, train_subset=64, inv_coeff=25, var_coeff=25,
              cov_coeff=1, knn_train=64, knn_test=0, warmup_epochs=0.5)
@@ -87,7 +87,7 @@ def test_two_processes_from_the_page_stop_and_resume(demo_pair, tmp_path):  # no
 
 def test_a_failing_run_of_two_processes_reports_the_command_lines_error(tmp_path):
     """Rank 0 fails before it writes any event (no data): the job ends with the command line's own message."""
-    from vicreg.config import TrainConfig
+    from vicreg.core.config import TrainConfig
 
     job = TrainingJob()
     missing = str(tmp_path / "nowhere.npz")

@@ -15,7 +15,7 @@ import services.hub
 from services.settings import Settings
 from services.studio import Studio
 from ui.layout import Handlers
-from vicreg.jobs import TrainingJob
+from vicreg.orchestration.jobs import TrainingJob
 
 pytestmark = pytest.mark.reliability
 

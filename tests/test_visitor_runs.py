@@ -10,8 +10,8 @@ from services.settings import Settings
 from services.studio import Studio
 from services.visitors import PREFIX, VisitorRuns, prune, visitor_name, visitor_runs
 from ui.layout import Handlers
-from vicreg.jobs import TrainingJob
-from vicreg.presets import DEFAULT_MODEL
+from vicreg.core.presets import DEFAULT_MODEL
+from vicreg.orchestration.jobs import TrainingJob
 
 MB = 1024 * 1024
 OTHERS = (f"{DEFAULT_MODEL}.safetensors", f"{DEFAULT_MODEL}.json", "admin_run.safetensors", "admin_run.json",

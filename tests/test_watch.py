@@ -1,25 +1,25 @@
-"""The learning monitor (vicreg/watch.py): its figure is Explore's guess, computed offline the app's way for the
-same checkpoint; the untrained start is its first point; it never changes what the run trains."""
+"""The learning monitor (vicreg/training/watch.py): its figure is Explore's guess, computed offline the app's way for
+the same checkpoint; the untrained start is its first point; it never changes what the run trains."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from services.neighbours import FeatureIndex, l2_normalize
-from vicreg.config import ModelConfig, TrainConfig
-from vicreg.data import even_subset, load_packed
-from vicreg.embed import load_model
-from vicreg.evaluate import extract_features, leave_one_out_guess
-from vicreg.model import VICReg
-from vicreg.runtime import make_runtime
-from vicreg.train import train
+from services.features.neighbours import FeatureIndex, l2_normalize
+from vicreg.core.config import ModelConfig, TrainConfig
+from vicreg.core.model import VICReg
+from vicreg.core.runtime import make_runtime
+from vicreg.training.data import even_subset, load_packed
+from vicreg.training.embed import load_model
+from vicreg.training.evaluate import extract_features, leave_one_out_guess
+from vicreg.training.train import train
 
 WATCH = 60
 
 
 def explore_share(features: np.ndarray, labels: np.ndarray, classes: list[str]) -> float:
-    """Explore's answer for each bank image (services/neighbours.py, that image left out): the share right."""
+    """Explore's answer for each bank image (services/features/neighbours.py, that image left out): the share right."""
     index = FeatureIndex("t", l2_normalize(features), labels, np.arange(len(labels)), classes)
     right = []
     for i, (f, y) in enumerate(zip(features, labels, strict=True)):
@@ -94,7 +94,7 @@ def test_the_metrics_file_keeps_the_figures_but_not_the_features(watched):
 
 def test_watching_changes_nothing_the_run_trains(tmp_path, packed_cifar, monkeypatch):
     """A measurement after every step (eval mode, folded copy, no random numbers) leaves the weights as without."""
-    monkeypatch.setattr("vicreg.watch.SHARE", 1.0)  # no spacing for the monitor's own cost: every step
+    monkeypatch.setattr("vicreg.training.watch.SHARE", 1.0)  # no spacing for the monitor's own cost: every step
     before = torch.get_num_threads()
     for name, images in (("with", WATCH), ("without", 0)):
         cfg = _cfg(tmp_path, packed_cifar, name=name, watch_images=images, watch_every=1e-9, train_subset=96)
@@ -121,8 +121,8 @@ def test_a_time_budget_sizes_the_epochs_and_leaves_no_trace(tmp_path, packed_cif
     """Timing steps on throwaway state, then training the fitted epochs, equals training them from the start."""
     from safetensors.torch import load_file
 
-    from vicreg.budget import fitted_epochs
-    from vicreg.checkpoint import read_meta
+    from vicreg.runfiles.checkpoint import read_meta
+    from vicreg.training.budget import fitted_epochs
 
     assert [fitted_epochs(120, 1.0, 30), fitted_epochs(120, 0.1, 30), fitted_epochs(5, 2.0, 30)] == [4, 40, 1]
     before = torch.get_num_threads()
@@ -139,7 +139,7 @@ def test_a_time_budget_sizes_the_epochs_and_leaves_no_trace(tmp_path, packed_cif
 
 
 def test_epochs_given_on_the_command_line_turn_a_presets_budget_off():
-    from vicreg.cli import build_parser, train_config
+    from vicreg.orchestration.cli import build_parser, train_config
 
     args = build_parser().parse_args(["TRAIN", "--preset", "quick_demo", "--epochs", "5"])
     cfg = train_config(args)

@@ -113,7 +113,7 @@ ACCURACY_TITLE = "Learning: accuracy of the guess"
 
 
 def accuracy_figure(watches, epochs, reference=None) -> go.Figure:
-    """Explore's guess on the monitor's images (vicreg/watch.py) and the per-epoch kNN, each with its
+    """Explore's guess on the monitor's images (vicreg/training/watch.py) and the per-epoch kNN, each with its
     untrained figure (step 0) as a dashed baseline, and the reference run's curves in grey behind them."""
     guess, knn = _accuracy_points(watches, epochs)
     if not guess and not knn:
@@ -145,7 +145,7 @@ def accuracy_figure(watches, epochs, reference=None) -> go.Figure:
 
 
 def live_map_figure(state, images: int = 0) -> go.Figure:
-    """The monitor's test images at the latest refresh (services/live_map.py), one colour per class."""
+    """The monitor's test images at the latest refresh (services/features/live_map.py), one colour per class."""
     title = "Classes separating: the monitor's test images"
     if state is None:
         return empty(title, "appears when the run starts" if images else "monitor off", height=380)

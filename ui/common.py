@@ -12,7 +12,7 @@ from services.training import QUICK as QUICK  # the Quick CPU demo's preset, for
 
 log = logging.getLogger("vicreg.app")
 
-# Friendly labels of the engine's PRESETS (vicreg/presets.py); only presets that exist are offered.
+# Friendly labels of the engine's PRESETS (vicreg/core/presets.py); only presets that exist are offered.
 PRESET_LABELS = {"quick_demo": "Quick CPU demo", "long_demo": "10-minute CPU demo", "cpu30": "30-minute CPU recipe",
                  "cpu90": "Previous default model's recipe (two views, about 90 min on a 2-core CPU)",
                  "cpu150": "Default model recipe (4 views of 16 px, about 2 h on a 2-core CPU)",

@@ -19,9 +19,9 @@ import gradio as gr
 import numpy as np
 
 from services import explore
-from services.banks import BANK, MAP
 from services.errors import EXPECTED, BadImage, DataError
-from services.lru import Lru
+from services.features.banks import BANK, MAP
+from services.features.lru import Lru
 from services.studio import Studio
 
 from . import charts

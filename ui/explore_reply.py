@@ -11,9 +11,9 @@ from typing import Any, NamedTuple
 import gradio as gr
 import numpy as np
 
-from services.banks import FAILED, RUNNING, WAITING, Stage
 from services.explore import MAP_K
-from services.maps import Bank
+from services.features.banks import FAILED, RUNNING, WAITING, Stage
+from services.features.maps import Bank
 
 from .common import esc, msg
 

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from services.lru import Lru
+from services.features.lru import Lru
 from services.pictures import PictureFiles
 
 

@@ -42,7 +42,7 @@ def latest_warning(snap: JobSnapshot) -> str | None:
 
 
 def status_dict(snap: JobSnapshot, drawn=None) -> dict:
-    """What the page and the API poll; `drawn`: the live map's latest state (services/live_map.py)."""
+    """What the page and the API poll; `drawn`: the live map's latest state (services/features/live_map.py)."""
     last, start, end = snap.last, snap.start, snap.end
     guess = [(w.step, w.guess) for w in snap.watches if w.guess is not None]
     return {

@@ -1,6 +1,6 @@
 """UMAP tab handlers: the test images' features in 2-D. The best map there is shows at once: the
 checkpoint's map of the data in use when it is fitted, else the embedded sample's (stored with the
-sample for the default model) while the full one is built in the background (services/maps.py)."""
+sample for the default model) while the full one is built in the background (services/features/maps.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,11 +12,11 @@ import gradio as gr
 import numpy as np
 from gradio.components.plot import PlotData
 
-from services.banks import BANK, MAP
 from services.catalog import checkpoint_stem
 from services.errors import EXPECTED
-from services.lru import Lru
-from services.neighbours import FeatureIndex
+from services.features.banks import BANK, MAP
+from services.features.lru import Lru
+from services.features.neighbours import FeatureIndex
 from services.studio import Studio
 
 from . import charts

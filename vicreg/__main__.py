@@ -21,12 +21,12 @@ import signal
 import sys
 import threading
 
-from .cli import MODES, RECIPE_OPTIONS, CLIError, build_parser, given_options, train_config
+from .orchestration.cli import MODES, RECIPE_OPTIONS, CLIError, build_parser, given_options, train_config
 
 
 def _fill_run_defaults(args) -> None:
     """EVALUATE / INFERENCE read these options directly: unset ones take TrainConfig's values."""
-    from .config import TrainConfig
+    from .core.config import TrainConfig
 
     defaults = TrainConfig()
     for opt in ("device", "precision", "threads", "seed", "data", "checkpoint_dir"):
@@ -37,10 +37,10 @@ def _fill_run_defaults(args) -> None:
 def _resume(args) -> int:
     """RE_TRAIN: finish the checkpoint's planned run, or (--epochs N) train N more epochs; into the
     same file unless --name gives a new one."""
-    from .checkpoint import load_checkpoint
-    from .config import TrainConfig
-    from .names import safe_name
-    from .resume import resume_run
+    from .core.config import TrainConfig
+    from .runfiles.checkpoint import load_checkpoint
+    from .runfiles.names import safe_name
+    from .runfiles.resume import resume_run
 
     if args.name:
         safe_name(args.name, args.checkpoint_dir or TrainConfig().checkpoint_dir)  # before loading anything
@@ -55,7 +55,7 @@ def _resume(args) -> int:
 
 
 def _rank() -> int:
-    from .distributed import env_world  # torchrun's RANK, read in one place
+    from .core.distributed import env_world  # torchrun's RANK, read in one place
 
     return env_world()[0]
 
@@ -67,7 +67,7 @@ def _stop_signals(stop: threading.Event) -> dict:
     ranks agree on the step, and torchrun's shutdown timeout (--shutdown_timeout, 30 s) is the hard stop."""
     from tqdm import tqdm
 
-    from .distributed import env_world
+    from .core.distributed import env_world
 
     world = env_world()[1]
 
@@ -87,8 +87,8 @@ def _stop_signals(stop: threading.Event) -> dict:
 
 
 def _run_training(cfg, resume: str | None) -> int:
-    from .names import safe_name
-    from .train import train
+    from .runfiles.names import safe_name
+    from .training.train import train
 
     safe_name(cfg.name, cfg.checkpoint_dir)  # before the data loads: a bad name or a link out fails at once
     stop = threading.Event()
@@ -104,8 +104,8 @@ def _report(cfg, events, quiet: bool) -> int:
     """Print the run's events (nothing but errors on ranks other than 0) and return the exit code."""
     from tqdm import tqdm
 
-    from .events import rate_unit
-    from .names import metrics_path
+    from .runfiles.events import rate_unit
+    from .runfiles.names import metrics_path
 
     bar, unit = None, "pairs/s"
     for ev in events:
@@ -160,11 +160,11 @@ def _resolve_model(args, required: bool = True) -> str | None:
 def _evaluate(args) -> int:
     from tqdm import tqdm
 
-    from .data import load_dataset
-    from .embed import load_model
-    from .evaluate import evaluate_backbone
-    from .files import atomic_write_text
-    from .runtime import make_runtime
+    from .core.runtime import make_runtime
+    from .runfiles.files import atomic_write_text
+    from .training.data import load_dataset
+    from .training.embed import load_model
+    from .training.evaluate import evaluate_backbone
 
     path = _resolve_model(args)
     rt = make_runtime(args.device, args.precision, threads=args.threads)
@@ -192,10 +192,10 @@ def _evaluate(args) -> int:
 def _inference(args) -> int:
     import numpy as np
 
-    from .data import IMAGE_EXTS, load_dataset
-    from .embed import embed_images, load_files, load_model
-    from .names import checkpoint_stem, leads_out
-    from .runtime import make_runtime
+    from .core.runtime import make_runtime
+    from .runfiles.names import checkpoint_stem, leads_out
+    from .training.data import IMAGE_EXTS, load_dataset
+    from .training.embed import embed_images, load_files, load_model
 
     path = _resolve_model(args)
     stem = checkpoint_stem(path) if path else "random_init"
@@ -238,8 +238,8 @@ def _inference(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DataError
-    from .names import CheckpointError, safe_name
+    from .runfiles.names import CheckpointError, safe_name
+    from .training.data import DataError
 
     try:
         args = build_parser().parse_args(argv)

@@ -1,0 +1,57 @@
+"""ResNet-18 with the CIFAR stem, and the VICReg expander ("projector")."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torchvision.models import resnet18
+
+from .config import ModelConfig
+from .fastconv import swap_convs
+from .loss import VICRegTerms, multiview_loss, vicreg_loss
+
+
+def cifar_resnet18() -> nn.Module:
+    """torchvision ResNet-18 with a 3x3 stride-1 first conv and no max-pool: 32 px images keep
+    their 32x32 resolution into layer1 instead of being cut to 8x8. Outputs 512-d features.
+    Its convolutions are vicreg.core.fastconv.Conv2d: the same parameters, with a faster weight gradient on
+    small maps on the CPU."""
+    net = resnet18(weights=None)
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return swap_convs(net)
+
+
+def projector(in_dim: int, dims: list[int]) -> nn.Sequential:
+    """Linear-BN-ReLU blocks, last layer a plain Linear (as in the official code)."""
+    layers: list[nn.Module] = []
+    prev = in_dim
+    for d in dims[:-1]:
+        layers += [nn.Linear(prev, d), nn.BatchNorm1d(d), nn.ReLU(inplace=True)]
+        prev = d
+    layers.append(nn.Linear(prev, dims[-1], bias=False))
+    return nn.Sequential(*layers)
+
+
+class VICReg(nn.Module):
+    def __init__(self, cfg: ModelConfig | None = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        self.cfg = cfg
+        self.backbone = cifar_resnet18()
+        self.projector = projector(cfg.backbone_dim, cfg.projector_dims())
+        # distributed training sets vicreg.core.distributed.full_gather: variance and covariance over the global batch
+        self.gather = None
+
+    def embed(self, x: Tensor) -> Tensor:
+        """512-d backbone representation (what evaluation and the app use)."""
+        return self.backbone(x)
+
+    def forward(self, *views: Tensor, loss_kwargs: dict | None = None) -> tuple[VICRegTerms | Tensor, ...]:
+        """The loss terms, then each view's embedding (`terms, z_a, z_b = model(x_a, x_b)`)."""
+        # Separate passes per view, as in the official code: BatchNorm statistics are then
+        # per view, so a view's embedding cannot borrow statistics from its partners.
+        zs = [self.projector(self.backbone(x)) for x in views]
+        kw = {**(loss_kwargs or {}), "gather": self.gather}
+        # two views keep the two-view loss itself (bit for bit what two-view runs always computed)
+        terms = vicreg_loss(*zs, **kw) if len(zs) == 2 else multiview_loss(zs, **kw)
+        return (terms, *zs)
