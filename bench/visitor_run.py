@@ -122,8 +122,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = TrainConfig(data=sample, checkpoint_dir=tmp, threads=args.threads, name="visitor")
-        for spec in args.run or [f"preset={QUICK}", f"preset={LONG_DEMO}"]:
-            cfg, _ = parse_run(spec, base, keep_schedule=True)
+        for i, spec in enumerate(args.run or [f"preset={QUICK}", f"preset={LONG_DEMO}"]):
+            # a name of its own per run: runs of one name append to one metrics file (--keep copies it)
+            cfg, _ = parse_run(spec, base.with_values({"name": f"visitor{i}"}), keep_schedule=True)
             row = (cost(spec, cfg, data, tmp) if args.cost
                    else run_one(spec, cfg, data, args.queries, args.bank, args.keep))
             rows.append(row)

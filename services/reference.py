@@ -57,7 +57,11 @@ def shipped(preset: str, folder: str = FOLDER) -> Reference | None:
 
 @functools.lru_cache(maxsize=8)  # a shipped file is read once (per change), not at every poll of the Train tab
 def _read(path: str, _mtime: float, preset: str) -> Reference:
-    events = [event(d) for d in read_metrics(path)]
+    records = read_metrics(path)
+    # a metrics file appends every run trained under its name: the reference is the last one started afresh
+    # (with any resumes after it), never two runs' curves drawn as one
+    fresh = [i for i, d in enumerate(records) if d.get("kind") == "start" and not d.get("start_step")]
+    events = [event(d) for d in records[fresh[-1] if fresh else 0:]]
     return Reference(f"a finished {preset} run", [e for e in events if isinstance(e, StepEvent)],
                      [e for e in events if isinstance(e, EpochEvent)], [e for e in events if isinstance(e, WatchEvent)])
 

@@ -194,17 +194,16 @@ def test_quick_preset_trains(page):
     page.wait_for_selector("#train-progress:has-text('running')", timeout=30_000)
     again = wait_for(page, LOSS_X, lambda a: len(a) >= len(x), timeout=60, what="the charts after a reload")
     assert again[: len(x)] == x
-    # what learning looks like: the untrained start on the chart, at least three points of the monitor, and a map
-    # of its images drawn twice (the untrained one and a refresh), all within the 2-minute demo. Its
-    # points are 15 s of training apart or more (the monitor keeps under a tenth of the time): on a slow CPU
-    # shared with the other test worker the fourth comes later than on a CPU of its own, so the wait is the
-    # demo's length, not a wall-clock promise (bench/train_screenshot.py shows the page at 2 minutes)
-    seen = wait_for(page, LEARNING, lambda v: v["points"] >= 3 and v["untrained"] and v["maps"] >= 2,
-                    timeout=540, what="the untrained baseline, 3 monitor points and 2 maps")
+    # what learning looks like within the 2-minute demo: the untrained start on the chart, at least 4 points of
+    # the monitor (the untrained and final ones included) and its map refreshed at least twice after the
+    # untrained one. The monitor's points are spaced by seconds of training, not wall-clock time (they keep under
+    # a tenth of it), so the demo's own 120 s of training is what is checked: the run ends by itself, then the
+    # page must show them (on a slow CPU shared with the other test worker that takes longer than 2 minutes of
+    # wall time; bench/train_screenshot.py shows the page at 2 minutes on a CPU of its own)
+    page.wait_for_selector("#train-progress:has-text('finished')", timeout=600_000)
+    seen = wait_for(page, LEARNING, lambda v: v["points"] >= 4 and v["untrained"] and v["maps"] >= 3,
+                    timeout=120, what="the untrained baseline, 4 monitor points and a map refreshed twice")
     print(f"Start -> {seen}: {time.time() - t0:.1f}s")
     page.screenshot(path=os.path.join(ART, "browser_train_learning.png"), full_page=True)
-    page.locator("#train-stop").click()  # Stop, unless the 2-minute demo has already finished
-    page.wait_for_selector("#train-progress:has-text('stopped'), #train-progress:has-text('finished')",
-                           timeout=90_000)
     assert "checkpoint quick_demo" in page.locator("#train-progress").inner_text()
     page.screenshot(path=os.path.join(ART, "browser_train_stopped.png"), full_page=True)

@@ -110,6 +110,22 @@ def test_the_reference_is_the_previous_run_else_a_shipped_run_of_the_preset(tmp_
     assert shipped("cpu150", str(folder)) is None
 
 
+
+def test_a_shipped_file_of_two_runs_is_drawn_as_its_last_run(tmp_path):
+    """A metrics file appends every run of its name: the grey curve is the last fresh run, not both joined."""
+    def start(step: int) -> str:
+        return ('{"kind": "start", "run": "r", "runtime": "cpu", "start_epoch": 0, "start_step": %d, "epochs": 1, '
+                '"steps_per_epoch": 9, "total_steps": 9, "n_train": 9, "resumed_from": null, "config": {}}\n' % step)
+
+    def watch(step: int, guess: float) -> str:
+        return ('{"kind": "watch", "epoch": 0, "step": %d, "guess": %s, "images": 9, "seconds": 1.0, '
+                '"train_seconds": 0.0, "elapsed": 1.0}\n' % (step, guess))
+
+    (tmp_path / f"{QUICK}.metrics.jsonl").write_text(
+        start(0) + watch(0, 0.1) + watch(9, 0.2) + start(0) + watch(0, 0.3) + start(4) + watch(9, 0.4))
+    ref = shipped(QUICK, str(tmp_path))
+    assert [(w.step, w.guess) for w in ref.watches] == [(0, 0.3), (9, 0.4)]  # the last run and its resume
+
 # ------------------------------------------------------------------ ZeroGPU's daily quota
 
 @pytest.mark.parametrize("text, left", [

@@ -125,6 +125,8 @@ def test_a_time_budget_sizes_the_epochs_and_leaves_no_trace(tmp_path, packed_cif
     from vicreg.training.budget import fitted_epochs
 
     assert [fitted_epochs(120, 1.0, 30), fitted_epochs(120, 0.1, 30), fitted_epochs(5, 2.0, 30)] == [4, 40, 1]
+    # whole epochs that fit, never one that ends past the budget; the monitor's tenth counted when it watches
+    assert [fitted_epochs(120, 1.3, 31), fitted_epochs(120, 1.0, 30, share=0.1)] == [2, 3]
     before = torch.get_num_threads()
     timed = list(train(_cfg(tmp_path, packed_cifar, name="timed", budget_s=1e-6, watch_images=0, train_subset=96)))
     assert timed[-1].status == "finished"

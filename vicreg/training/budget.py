@@ -11,6 +11,7 @@ used (every rank would have to agree on it); the preset's epochs stand.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Callable
 
@@ -33,6 +34,8 @@ def seconds_per_step(model: torch.nn.Module, step: Callable[[int], None]) -> flo
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def fitted_epochs(budget_s: float, step_s: float, steps_per_epoch: int) -> int:
-    """Whole epochs closest to the budget (at least one)."""
-    return max(1, round(budget_s / max(step_s * steps_per_epoch, 1e-9)))
+def fitted_epochs(budget_s: float, step_s: float, steps_per_epoch: int, share: float = 0.0) -> int:
+    """The most whole epochs that fit the budget (at least one), with `share` of the time on top for the learning
+    monitor: a demo that says 2 minutes ends within them, not up to half an epoch after (rounding would)."""
+    epoch_s = max(step_s * steps_per_epoch * (1 + share), 1e-9)
+    return max(1, math.floor(budget_s / epoch_s + 1e-9))

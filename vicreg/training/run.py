@@ -38,7 +38,7 @@ from ..runfiles.resume import resume_config
 from ..runfiles.streams import epoch_order, restore_stream
 from .budget import fitted_epochs, seconds_per_step
 from .data import Dataset, Split, even_subset, load_dataset
-from .watch import Watch
+from .watch import SHARE, Watch
 
 
 @dataclass
@@ -177,7 +177,7 @@ def fit_budget(run: Run) -> None:
         secs = seconds_per_step(run.model, step)
     finally:
         run.opt, run.gen = real
-    epochs = fitted_epochs(cfg.budget_s, secs, run.steps_per_epoch)
+    epochs = fitted_epochs(cfg.budget_s, secs, run.steps_per_epoch, SHARE if cfg.watch_images else 0.0)
     run.cfg = dataclasses.replace(cfg, epochs=epochs)  # the recipe keeps its budget (with_values would drop it)
     run.total = run.steps_per_epoch * epochs
     run.warmup = min(int(cfg.warmup_epochs * run.steps_per_epoch), run.total // 2)
