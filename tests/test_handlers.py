@@ -75,7 +75,7 @@ def test_presets_by_field_name():
     assert preset_choices()[0] == ("Quick CPU demo", "quick_demo")
     assert KNOBS[6:9] == ("loss.inv_coeff", "loss.var_coeff", "loss.cov_coeff")
     assert KNOBS[-2:] == ("augment.views", "augment.view_size")  # new knobs last: the API's order stays
-    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 5000, 0, 0.5, 2, 16)
+    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 5000, 0, 0.1, 2, 16)
     cpu90 = dict(zip(KNOBS, preset_knobs("cpu90"), strict=True))
     assert (cpu90["augment.views"], cpu90["augment.view_size"]) == (2, 24)  # a preset fills the views too
     assert preset_knobs("custom") == ({"__type__": "update"},) * len(KNOBS)
@@ -92,7 +92,7 @@ def test_config_is_the_preset_with_the_knobs(setup, demo_pair):  # noqa: F811
     cfg = h.train.config("cpu30", knobs(name="mine", epochs=4), "cpu", 0)
     want = TrainConfig.from_preset("cpu30")._updated(
         {"name": "mine", "epochs": 4, "batch_size": 64, "optimizer": "lars", "lr": None, "train_subset": 2000,
-         "knn_train": 5000, "knn_test": 0, "warmup_epochs": 0.5, "device": "cpu", "data": demo_pair[1],
+         "knn_train": 5000, "knn_test": 0, "warmup_epochs": 0.1, "device": "cpu", "data": demo_pair[1],
          "checkpoint_dir": studio.checkpoint_dir, "threads": 1, "loss": {"inv_coeff": 25.0, "var_coeff": 25.0,
                                                                           "cov_coeff": 1.0},
          "augment": {"views": 2, "view_size": 16}})

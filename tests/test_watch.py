@@ -147,3 +147,30 @@ def test_epochs_given_on_the_command_line_turn_a_presets_budget_off():
     cfg = train_config(args)
     assert cfg.epochs == 5 and cfg.budget_s == 0
     assert train_config(build_parser().parse_args(["TRAIN", "--preset", "quick_demo"])).budget_s > 0
+
+
+def test_on_a_slow_cpu_the_first_point_keeps_an_evenly_spaced_part_of_the_set():
+    """A budgeted run knows its planned time: when a point of the whole set costs more than a twentieth of it,
+    the set is cut (the first measurement re-scored on the part kept, nothing embedded again), never below
+    FEWEST images; when it costs less, the set stays whole."""
+    from vicreg.core.config import AugmentConfig
+    from vicreg.training.data import Split
+    from vicreg.training.watch import FEWEST, Watch
+
+    def watch() -> Watch:
+        w = Watch(Split(torch.zeros(300, 3, 4, 4, dtype=torch.uint8), torch.arange(300) % 10), 300, 15.0,
+                  AugmentConfig())
+        w.planned_s = 100.0
+        return w
+
+    feats = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    w = watch()
+    kept, share = w._fit(feats, seconds=10.0)  # 10 s a point; 100 s planned allows 5 s: half the set
+    pick = torch.linspace(0, 299, 150).long()
+    assert len(kept) == len(w.labels) == len(w.indices) == len(w.split) == 150 and share == 0.5
+    assert torch.equal(kept, feats[pick]) and w.labels.tolist() == (pick % 10).tolist()
+    assert w._fit(feats[pick], seconds=1.0)[1] == 1.0  # cheap enough now: nothing more is cut
+    w = watch()
+    assert len(w._fit(feats, seconds=1000.0)[0]) == FEWEST
+    w = watch()
+    assert w._fit(feats, seconds=4.0) == (feats, 1.0) and len(w.labels) == 300

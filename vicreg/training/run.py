@@ -181,6 +181,8 @@ def fit_budget(run: Run) -> None:
     run.cfg = dataclasses.replace(cfg, epochs=epochs)  # the recipe keeps its budget (with_values would drop it)
     run.total = run.steps_per_epoch * epochs
     run.warmup = min(int(cfg.warmup_epochs * run.steps_per_epoch), run.total // 2)
+    if run.watch is not None:  # the monitor sizes its set to the run it watches
+        run.watch.planned_s = secs * run.total
     fit = "1 epoch fits" if epochs == 1 else f"{epochs} epochs fit"
     run.notes.append(f"{fit} the {cfg.budget_s:g}-second budget here ({secs:.2f} s per step)")
 
