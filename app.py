@@ -15,7 +15,7 @@ import os
 
 from services.studio import Studio
 from ui.layout import build_demo, launch
-from vicreg.core.config import storage_root
+from vicreg.core.storage import storage_root
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from vicreg.core.augment import two_views
-from vicreg.core.config import TrainConfig, default_data_root
+from vicreg.core.config import TrainConfig
 from vicreg.core.model import VICReg
 from vicreg.core.optim import make_optimizer
 from vicreg.core.runtime import cpu_kind, make_runtime
+from vicreg.core.storage import default_data_root
 from vicreg.training.data import load_dataset
 from vicreg.training.evaluate import extract_features
 from vicreg.training.train import train

@@ -2,7 +2,7 @@
 
 Environment: VICREG_STORAGE (a folder that survives restarts: checkpoints, caches and downloaded data go
 to its checkpoints/, cache/ and data/; on a Space with persistent storage, /data is used without it:
-vicreg.core.config.storage_root), VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the
+vicreg.core.storage.storage_root), VICREG_DATA (CIFAR-10 location; default `data`), VICREG_SAMPLE (the
 embedded CIFAR-10 sample; default assets/cifar10_sample.npz), VICREG_DEFAULT_CHECKPOINT (the model
 selected at start; default checkpoints/<vicreg.core.presets.DEFAULT_MODEL>.safetensors), VICREG_CHECKPOINTS (the
 checkpoint folder), VICREG_CACHE (feature / map / evaluation caches), GRADIO_SERVER_NAME (the address to
@@ -20,15 +20,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from vicreg.core.config import (
+from vicreg.core.presets import DEFAULT_MODEL
+from vicreg.core.runtime import available_cpus
+from vicreg.core.storage import (
     DEFAULT_DATA_ROOT,
     default_cache_dir,
     default_checkpoint_dir,
     default_data_root,
     home_cache_dir,
 )
-from vicreg.core.presets import DEFAULT_MODEL
-from vicreg.core.runtime import available_cpus
 from vicreg.runfiles.names import SUFFIX
 
 from . import exposure, gpu, visitors

@@ -19,7 +19,8 @@ STEPS_PER_EPOCH, EPOCHS = 8, 2  # 256 images at batch 32
 
 def _cfg(folder, name: str) -> TrainConfig:
     return TrainConfig(epochs=EPOCHS, batch_size=32, train_subset=256, knn_test=0, threads=1, device="cpu", seed=3,
-                       data=SAMPLE, checkpoint_dir=str(folder), name=name, model=ModelConfig(projector="256-256-256"))
+                       data=SAMPLE, checkpoint_dir=str(folder), name=name,
+                       model=ModelConfig(projector="256-256-256", width=8))
 
 
 def _recording(call, seen: list):

@@ -245,7 +245,8 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_that_resumes(mini_cifar,
     env = {**os.environ, "PYTHONPATH": ROOT, "CUDA_VISIBLE_DEVICES": "", "VICREG_CACHE": str(tmp_path / "cache"),
            "VICREG_DATA": mini_cifar, "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen([sys.executable, "-m", "vicreg", "TRAIN", "--epochs", "3", "--batch_size", "32",
-                          "--train_subset", "128", "--knn_test", "0", "--threads", "1", "--name", "term"],
+                          "--train_subset", "128", "--knn_test", "0", "--threads", "1", "--width", "8",
+                          "--name", "term"],
                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics, t0 = tmp_path / "checkpoints" / "term.metrics.jsonl", time.time()
     try:

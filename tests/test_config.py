@@ -55,6 +55,15 @@ def test_dict_round_trip_is_lossless():
     cfg = TrainConfig(epochs=3, lr=0.01, train_subset=100, model=ModelConfig("32-16"), loss=LossConfig(1, 2, 3),
                       augment=AugmentConfig(view_size=16, jitter=(0.1, 0.2, 0.3, 0.04)))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    narrow = cfg._updated({"model": {"width": 16}})
+    assert TrainConfig.from_dict(narrow.to_dict()).model == ModelConfig("32-16", width=16)
+    assert narrow.model.backbone_dim == 128
+
+
+def test_a_checkpoint_written_before_the_width_knob_reads_as_resnet18():
+    """Older checkpoints stored the backbone's 512 output features rather than its width: they are ResNet-18."""
+    old = TrainConfig.from_dict({"epochs": 3, "model": {"projector": "32-16", "backbone_dim": 512}})
+    assert old.model == ModelConfig("32-16", width=64) and old.model.backbone_dim == 512
 
 
 @pytest.mark.parametrize("overrides,words", [
@@ -71,6 +80,7 @@ def test_dict_round_trip_is_lossless():
     ({"optimizer": "sgd"}, "optimizer must be 'lars' or 'adamw'"),
     ({"precision": "fp16"}, "precision must be auto, bf16 or fp32"),
     ({"model": {"projector": "2048-0"}}, "projector widths must be positive"),
+    ({"model": {"width": 0}}, "model.width must be a positive number of channels (64: ResNet-18), got 0"),
 ])
 def test_validate_refuses_bad_values_with_words_that_say_why(overrides, words):
     with pytest.raises(ValueError) as e:

@@ -155,7 +155,7 @@ def data(packed_cifar, monkeypatch):
 
 def _train_args(data, name, epochs=1):
     return ["TRAIN", "--data", data, "--train_subset", "64", "--batch_size", "16", "--epochs", str(epochs),
-            "--projector", "64-64", "--name", name]
+            "--projector", "64-64", "--width", "8", "--name", name]
 
 
 def test_torchrun_trains_stops_together_and_resumes_exactly(data, tmp_path):

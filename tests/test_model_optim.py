@@ -25,6 +25,28 @@ def test_cifar_stem_and_dimensions():
     assert [layer.out_features for layer in VICReg().projector if isinstance(layer, nn.Linear)] == [2048, 2048, 2048]
 
 
+@pytest.mark.parametrize("width", [16, 32])
+def test_a_narrower_resnet18_has_the_same_layout_at_a_fraction_of_the_weights(width):
+    """ResNet-18's blocks and strides at `width`, 2x, 4x, 8x channels: 8 x width features, and the weights scale
+    with width squared (ResNet-18 itself: 11.17 M)."""
+    wide, narrow = cifar_resnet18(), cifar_resnet18(width)
+    assert [type(m).__name__ for m in narrow.modules()] == [type(m).__name__ for m in wide.modules()]
+    strides = [[getattr(m, "stride", None) for m in net.modules()] for net in (narrow, wide)]
+    assert strides[0] == strides[1]
+    assert [layer[0].conv1.out_channels for layer in (narrow.layer1, narrow.layer2, narrow.layer3, narrow.layer4)] \
+        == [width, 2 * width, 4 * width, 8 * width]
+    n_wide, n_narrow = (sum(p.numel() for p in net.parameters()) for net in (wide, narrow))
+    assert n_wide == 11_168_832 and n_narrow == pytest.approx(n_wide * (width / 64) ** 2, rel=0.01)
+    m = VICReg(ModelConfig(projector="64-32", width=width))
+    x = torch.randn(4, 3, 16, 16)
+    assert m.embed(x).shape == (4, 8 * width) and m(x, x.flip(-1))[1].shape == (4, 32)
+    # initialised as torchvision initialises ResNet-18: He-normal (fan-out) convolutions, BatchNorm at 1 and 0
+    conv = narrow.layer3[0].conv2.weight
+    assert conv.std().item() == pytest.approx(math.sqrt(2 / (conv.shape[0] * 9)), rel=0.05)
+    assert all(bool((bn.weight == 1).all() and (bn.bias == 0).all())
+               for bn in narrow.modules() if isinstance(bn, nn.BatchNorm2d))
+
+
 def test_bad_projector_spec():
     with pytest.raises(ValueError, match="projector"):
         ModelConfig(projector="2048-x").projector_dims()

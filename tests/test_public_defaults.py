@@ -1,6 +1,6 @@
 """Safe by default, without a server: the bind address (services/exposure.py), who may do what when
 strangers can reach the app (services/access.py), and where files that should survive a restart go
-(vicreg.core.config.storage_root, used by the app's settings and the CLI's defaults alike)."""
+(vicreg.core.storage.storage_root, used by the app's settings and the CLI's defaults alike)."""
 import logging
 import os
 import subprocess
@@ -13,8 +13,9 @@ from bench.harness import ROOT
 from services import exposure
 from services.access import Access
 from services.settings import Settings
-from vicreg.core import config
-from vicreg.core.config import TrainConfig, default_cache_dir, default_checkpoint_dir, default_data_root, storage_root
+from vicreg.core import storage
+from vicreg.core.config import TrainConfig
+from vicreg.core.storage import default_cache_dir, default_checkpoint_dir, default_data_root, storage_root
 
 HOME_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vicreg")
 
@@ -93,7 +94,7 @@ def test_storage_rule(tmp_path, monkeypatch):
     for var in ("VICREG_STORAGE", "VICREG_DATA", "VICREG_CHECKPOINTS", "VICREG_CACHE", "SPACE_ID"):
         monkeypatch.delenv(var, raising=False)
     data = tmp_path / "data"
-    monkeypatch.setattr(config, "SPACE_STORAGE", str(data))  # stands for a Space's /data
+    monkeypatch.setattr(storage, "SPACE_STORAGE", str(data))  # stands for a Space's /data
     # no storage: the working folder and the user's cache, as before
     assert (storage_root({}), default_checkpoint_dir({}), default_cache_dir({}), default_data_root({})) == (
         None, "checkpoints", HOME_CACHE, "data")

@@ -20,8 +20,7 @@ from vicreg.training.train import train
 
 def _cfg(tmp_path, name, **kw):
     base = dict(epochs=2, batch_size=32, train_subset=128, knn_test=0, checkpoint_dir=str(tmp_path), name=name,
-                device="cpu",
-                model=ModelConfig(projector="256-256-256"), seed=1)
+                device="cpu", model=ModelConfig(projector="256-256-256", width=8), seed=1)  # a narrow ResNet-18: fast
     base.update(kw)
     return TrainConfig(**base)
 

@@ -260,7 +260,7 @@ def map_with_marker(background: Image.Image, to_px, xy) -> np.ndarray:
 
 
 def embedding_strip(vec: np.ndarray, cols: int = 32, cell: int = 10) -> np.ndarray:
-    """The 512-d embedding as a 16x32 heat grid (each value / max |value|; blue < 0 < red)."""
+    """An embedding as a heat grid of `cols` cells a row (512-d: 16 x 32; each value / max |value|; blue < 0 < red)."""
     v = np.asarray(vec, dtype=np.float32)
     v = v / max(float(np.abs(v).max()), 1e-12)
     rows = int(np.ceil(v.size / cols))

@@ -55,7 +55,7 @@ def _panels() -> dict:
     c["params1"], c["params2"] = gr.JSON(visible=False), gr.JSON(visible=False)
     c["views_button"] = gr.Button("Draw new views (same image, new random parameters)")
     with gr.Row():
-        c["embedding"] = gr.Image(label="512-d backbone embedding (16×32 cells, white 0 → red max)",
+        c["embedding"] = gr.Image(label="Backbone embedding (a cell per feature, 32 a row; white 0 → red max)",
                                   elem_id="explore-embedding")
         c["guess"] = gr.Label(label="kNN class guess (20 neighbours)", num_top_classes=3, elem_id="explore-guess")
         c["map_image"] = gr.Image(label="Position on the UMAP (✚)", elem_id="explore-map", height=380, format="png")

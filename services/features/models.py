@@ -89,7 +89,7 @@ class ModelCache:
         return self._models.get(model_key(path), lambda: load_model(path, self.rt)[:2])
 
     def embed(self, path: str, pixels: np.ndarray) -> np.ndarray:
-        """512-d backbone embedding of one (3, 32, 32) uint8 image.
+        """The backbone embedding (8 x its width features: 512 for ResNet-18) of one (3, 32, 32) uint8 image.
 
         Requests that arrive while the light thread is busy are embedded together, one batch per
         checkpoint: on one CPU thread a batch of 8 costs about 1.8x a single image, not 8x, so many

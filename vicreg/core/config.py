@@ -2,65 +2,29 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from .presets import PRESETS
+from .storage import default_checkpoint_dir, default_data_root
 
-# Used when VICREG_DATA is unset and there is no persistent storage: torchvision downloads CIFAR-10 here.
-DEFAULT_DATA_ROOT = "data"
-# A Hugging Face Space's persistent storage, when the Space has it: the only folder there that survives a
-# restart (everything else written at run time is lost with the container).
-SPACE_STORAGE = "/data"
 # Views per image at most: each is a backbone pass and a batch of activations held for the backward.
 MAX_VIEWS = 32
-
-
-def storage_root(env: Mapping[str, str] | None = None) -> str | None:
-    """Where files that should survive a restart go: VICREG_STORAGE, else a Space's persistent storage
-    when the Space has it (SPACE_ID set and /data a writable folder), else None (the working folder).
-    The one rule for checkpoints, caches and downloaded data, read when called (never at import)."""
-    env = os.environ if env is None else env
-    if env.get("VICREG_STORAGE"):
-        return env["VICREG_STORAGE"]
-    if env.get("SPACE_ID") and os.path.isdir(SPACE_STORAGE) and os.access(SPACE_STORAGE, os.W_OK | os.X_OK):
-        return SPACE_STORAGE
-    return None
-
-
-def _located(env: Mapping[str, str] | None, variable: str, sub: str, fallback: str) -> str:
-    """`variable` if set, else `<storage>/<sub>`, else `fallback`."""
-    env = os.environ if env is None else env
-    if env.get(variable):
-        return env[variable]
-    root = storage_root(env)
-    return os.path.join(root, sub) if root else fallback
-
-
-def default_data_root(env: Mapping[str, str] | None = None) -> str:
-    """Read when a config or parser is built (never at import), so a process can set it first."""
-    return _located(env, "VICREG_DATA", "data", DEFAULT_DATA_ROOT)
-
-
-def default_checkpoint_dir(env: Mapping[str, str] | None = None) -> str:
-    return _located(env, "VICREG_CHECKPOINTS", "checkpoints", "checkpoints")
-
-
-def home_cache_dir() -> str:
-    """The user's own cache folder: where caches go without VICREG_CACHE or persistent storage."""
-    return os.path.join(os.path.expanduser("~"), ".cache", "vicreg")
-
-
-def default_cache_dir(env: Mapping[str, str] | None = None) -> str:
-    return _located(env, "VICREG_CACHE", "cache", home_cache_dir())
 
 
 @dataclass
 class ModelConfig:
     # Projector widths after the 512-d backbone, as in the paper's "8192-8192-8192" notation.
     projector: str = "2048-2048-2048"
-    backbone_dim: int = 512  # fixed by ResNet-18; stored so a checkpoint can be checked against it
+    # Channels of the backbone's first stage; each later stage doubles them (64-128-256-512: ResNet-18 itself).
+    # A narrower ResNet-18 costs about (width/64)^2 of the compute per image, so on a CPU it takes several
+    # times the steps in the same seconds: what a visitor's minutes need (presets.py).
+    width: int = 64
+
+    @property
+    def backbone_dim(self) -> int:
+        """The backbone's output features: its last stage's channels (512 for ResNet-18)."""
+        return 8 * self.width
 
     def projector_dims(self) -> list[int]:
         try:
@@ -203,6 +167,9 @@ class TrainConfig:
                              f"each image), got {self.augment.views}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.model.width < 1:
+            raise ValueError(f"model.width must be a positive number of channels (64: ResNet-18), "
+                             f"got {self.model.width}")
         self.model.projector_dims()
         return self
 

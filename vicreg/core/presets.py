@@ -15,10 +15,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # learned more in the same time. A warm-up of a tenth of an epoch: half an epoch is a quarter of a 2-minute
     # run spent below the full rate. The Quick demo watches 250 images, so that even on a slow CPU with one
     # thread its 2 minutes show four points within the monitor's tenth of the time.
+    # ResNet-18 at half its width (32-64-128-256 channels, 256-d features): a quarter of the compute per image,
+    # so twice the steps or more in the same seconds on a CPU, and in the search it learned the most per CPU-second
+    # (width 64, 48 and 16 learned less in the same 2 minutes).
     "quick_demo": dict(epochs=3, budget_s=120, batch_size=64, optimizer="lars", train_subset=2000, knn_test=0,
-                       warmup_epochs=0.1, watch_images=250, watch_every=15, augment=dict(view_size=16)),
+                       warmup_epochs=0.1, watch_images=250, watch_every=15, model=dict(width=32),
+                       augment=dict(view_size=16)),
     "long_demo": dict(epochs=15, budget_s=480, batch_size=64, optimizer="lars", train_subset=2000, knn_test=0,
-                      warmup_epochs=0.1, watch_images=500, watch_every=30, augment=dict(view_size=16)),
+                      warmup_epochs=0.1, watch_images=500, watch_every=30, model=dict(width=32),
+                      augment=dict(view_size=16)),
     # 30 minutes on a 2-core AVX-512-bf16 CPU: small batches with a low AdamW rate learn the most per
     # image seen at this budget (docs/recipes.md).
     "cpu30": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=2, train_subset=42000, warmup_epochs=0.1),

@@ -32,6 +32,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "weight_decay": ("weight_decay", float, "default: lars 1e-4, adamw 1e-5"),
     "warmup_epochs": ("warmup_epochs", float, "linear warm-up before the cosine decay"),
     "projector": ("model.projector", str, "expander widths, e.g. 2048-2048-2048"),
+    "width": ("model.width", int, "channels of the backbone's first stage, doubled at each later stage (64: "
+              "ResNet-18; 32: half as wide, a quarter of the compute)"),
     "inv_coeff": ("loss.inv_coeff", float, "invariance weight (lambda)"),
     "var_coeff": ("loss.var_coeff", float, "variance weight (mu)"),
     "cov_coeff": ("loss.cov_coeff", float, "covariance weight (nu)"),
@@ -60,7 +62,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "data": ("data", str, "image folder with train/ and test/, a packed .npz, or a torchvision CIFAR-10 root "
              "(env VICREG_DATA)"),
 }
-RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "inv_coeff",
+RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "width", "inv_coeff",
                   "var_coeff", "cov_coeff", "view_size", "view_sizes", "views", "crop_scale", "seed", "train_subset",
                   "sync_bn")
 

@@ -200,7 +200,8 @@ def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         why = first[0] if first else e
-        raise CheckpointError(f"checkpoint {ckpt.path} does not match this model ({why}); check --projector") from None
+        raise CheckpointError(f"checkpoint {ckpt.path} does not match this model ({why}); "
+                              "check --projector and --width") from None
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, ckpt: Checkpoint) -> None:

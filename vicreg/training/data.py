@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.config import default_cache_dir
+from ..core.storage import default_cache_dir
 from ..runfiles.files import atomic_write
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
