@@ -7,19 +7,19 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     # What a visitor watches learn on the embedded sample (its 2,000 training images, so no dataset is needed):
     # sized by time, so each ends on time on any 2-core CPU (vicreg/training/budget.py), with Explore's guess
-    # measured on 250 (500) test images every 15 (30) s of training or more (vicreg/training/watch.py keeps it under
+    # measured on 500 test images every 15 (30) s of training or more (vicreg/training/watch.py keeps it under
     # a tenth of the time; fewer images read noisier: docs/recipes.md).
     # The recipe is the one that learned the most per CPU-second in the search in docs/recipes.md.
     # Pairs of 16-px views: 3.7x the pairs per second of 32-px ones, and in the search no other knob (LARS rate
     # or trust ratio, AdamW, batch 32, 4 views, crop scale, colour jitter, projector width, initialisation)
     # learned more in the same time. A warm-up of a tenth of an epoch: half an epoch is a quarter of a 2-minute
-    # run spent below the full rate. The Quick demo watches 250 images, so that even on a slow CPU with one
-    # thread its 2 minutes show four points within the monitor's tenth of the time.
+    # run spent below the full rate. Both watch 500 images: 250 read too noisily to show the Quick demo's rise
+    # (docs/recipes.md), and on a CPU too slow for four points the monitor keeps a part of them (watch.py).
     # ResNet-18 at half its width (32-64-128-256 channels, 256-d features): a quarter of the compute per image,
     # so twice the steps or more in the same seconds on a CPU, and in the search it learned the most per CPU-second
     # (width 64, 48 and 16 learned less in the same 2 minutes).
     "quick_demo": dict(epochs=3, budget_s=120, batch_size=64, optimizer="lars", train_subset=2000, knn_test=0,
-                       warmup_epochs=0.1, watch_images=250, watch_every=15, model=dict(width=32),
+                       warmup_epochs=0.1, watch_images=500, watch_every=15, model=dict(width=32),
                        augment=dict(view_size=16)),
     "long_demo": dict(epochs=15, budget_s=480, batch_size=64, optimizer="lars", train_subset=2000, knn_test=0,
                       warmup_epochs=0.1, watch_images=500, watch_every=30, model=dict(width=32),
