@@ -50,11 +50,14 @@ def reference(z_a, z_b, lam=25.0, mu=25.0, nu=1.0, eps=1e-4):
     return lam * s + mu * var + nu * cov, s, var, cov
 
 
-@pytest.mark.parametrize("seed,scale", [(0, 1.0), (1, 0.1), (2, 3.0)])
-def test_matches_float64_reference(seed, scale):
+# (n, d): more samples than dimensions, and fewer (the training case, 64 embeddings of 2,048: the covariance term
+# is then summed over the n x n Gram matrix)
+@pytest.mark.parametrize("seed,scale,n,d", [(0, 1.0, 16, 12), (1, 0.1, 16, 12), (2, 3.0, 16, 12), (3, 1.0, 6, 20),
+                                            (4, 3.0, 5, 24)])
+def test_matches_float64_reference(seed, scale, n, d):
     g = torch.Generator().manual_seed(seed)
-    z_a = torch.randn(16, 12, generator=g) * scale
-    z_b = z_a + 0.3 * torch.randn(16, 12, generator=g)
+    z_a = torch.randn(n, d, generator=g) * scale
+    z_b = z_a + 0.3 * torch.randn(n, d, generator=g)
     got = vicreg_loss(z_a, z_b)
     want = reference(z_a, z_b)
     for g_, w in zip(got, want, strict=True):
@@ -79,6 +82,25 @@ def test_symmetric_in_the_two_views():
     a, b = vicreg_loss(z_a, z_b), vicreg_loss(z_b, z_a)
     for x, y in zip(a, b, strict=True):
         assert torch.allclose(x, y, rtol=1e-6)
+
+
+def _covariance_by_definition(z):
+    """The covariance term as the paper writes it: the d x d covariance matrix's squared off-diagonal entries."""
+    n, d = z.shape
+    c = z - z.mean(0)
+    cov = c.T @ c / (n - 1)
+    return (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+
+
+@pytest.mark.parametrize("n,d", [(8, 64), (64, 2048), (64, 8)])
+def test_covariance_term_and_its_gradient_equal_the_d_by_d_definition(n, d):
+    z = torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(n + d)) * 2 + 0.5
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    got, want = covariance_loss(z1), _covariance_by_definition(z2)
+    got.backward()
+    want.backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-10)
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-9, atol=1e-12)
 
 
 def test_collapse_is_penalised_and_whitened_data_is_not():

@@ -29,9 +29,11 @@ class LARS(torch.optim.Optimizer):
             params = [p for p in g["params"] if p.grad is not None]
             if not params:
                 continue
+            # the gradients are updated in place: the step is their last reader (the loop sets them to None
+            # next), and in place spares a fresh copy of every weight's size per operation (memory-bound here)
             grads = [p.grad for p in params]
             if not g["exclude"]:
-                grads = torch._foreach_add(grads, params, alpha=g["weight_decay"])
+                torch._foreach_add_(grads, params, alpha=g["weight_decay"])
                 p_norm = torch._foreach_norm(params)
                 g_norm = torch._foreach_norm(grads)
                 # trust ratio, 1 where either norm is zero (fresh zero-init layers, dead grads)
@@ -39,7 +41,7 @@ class LARS(torch.optim.Optimizer):
                     torch.where((pn > 0) & (gn > 0), g["eta"] * pn / gn, torch.ones_like(pn))
                     for pn, gn in zip(p_norm, g_norm, strict=True)
                 ]
-                grads = torch._foreach_mul(grads, q)
+                torch._foreach_mul_(grads, q)
             bufs = []
             for p in params:
                 state = self.state[p]

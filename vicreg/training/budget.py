@@ -17,21 +17,23 @@ from typing import Callable
 
 import torch
 
-TIMED_STEPS = 3  # after one untimed step (oneDNN and the allocator warm up in the first)
+TIMED_STEPS = 5  # after WARM_STEPS untimed ones (oneDNN and the allocator warm up in the first)
+WARM_STEPS = 2
 
 
 def seconds_per_step(model: torch.nn.Module, step: Callable[[int], None]) -> float:
-    """The median time of `step(i)` over TIMED_STEPS steps after one warm-up, with `model`'s state put back."""
+    """The median time of `step(i)` over TIMED_STEPS steps after WARM_STEPS warm-ups, with `model`'s state put back."""
     state = copy.deepcopy(model.state_dict())
     times = []
     try:
-        for i in range(TIMED_STEPS + 1):
+        for i in range(WARM_STEPS + TIMED_STEPS):
             t0 = time.perf_counter()
             step(i)
             times.append(time.perf_counter() - t0)
     finally:
         model.load_state_dict(state)
-    return sorted(times[1:])[len(times[1:]) // 2]
+    timed = sorted(times[WARM_STEPS:])
+    return timed[len(timed) // 2]
 
 
 def fitted_epochs(budget_s: float, step_s: float, steps_per_epoch: int, share: float = 0.0) -> int:
