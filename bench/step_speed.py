@@ -41,6 +41,8 @@ def measure(preset: str, steps: int, threads: int) -> dict:
              "knn_test": 0, "train_subset": 0, "name": "speed"})
         run = setup_run(cfg, None, load_dataset(sample), ddp.Dist(), Fault())
         order = epoch_order(run.images.shape[0], cfg.seed, 0)
+        # its own timing loop rather than vicreg.training.budget.seconds_per_step: a baseline checkout brings its
+        # own version of that, and both sides of an A/B must be timed the same way
         side, times = cfg.augment.view_side(0, cfg.epochs), []
         for i in range(steps + 2):
             t0 = time.perf_counter()

@@ -13,7 +13,8 @@ class LARS(torch.optim.Optimizer):
     """SGD with momentum whose step per weight matrix is scaled by eta * ||w|| / ||g + wd*w||.
 
     Param groups flagged `exclude=True` (biases and norm parameters) get neither weight decay nor
-    the trust-ratio scaling, as in the official implementation.
+    the trust-ratio scaling, as in the official implementation. A step consumes the gradients: it scales them
+    in place (set them anew, or to None, before the next step, as the training loop does).
     """
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001):
