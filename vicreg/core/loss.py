@@ -47,13 +47,16 @@ def covariance_loss(z: Tensor) -> Tensor:
     """Sum of squared off-diagonal covariances, divided by the dimension (decorrelates dimensions)."""
     n, d = z.shape
     z = z - z.mean(dim=0)
-    # sum of all squared entries minus the diagonal's: avoids building an off-diagonal mask. The diagonal is
-    # each dimension's sum of squares. With fewer samples than dimensions (64 embeddings of 2,048), the sum
-    # over the d x d covariance equals the one over the n x n Gram matrix, since trace((Z'Z)^2) =
-    # trace((ZZ')^2): d/n times fewer products (32x in the visitor demos), forward and backward.
-    gram = z @ z.T if n < d else z.T @ z
-    diagonal = z.pow(2).sum(dim=0)
-    return (gram.pow(2).sum() - diagonal.pow(2).sum()) / ((n - 1) ** 2 * d)
+    if n >= d:
+        cov = (z.T @ z) / (n - 1)
+        # sum of all squared entries minus the diagonal's: avoids building an off-diagonal mask
+        return (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+    # Fewer samples than dimensions (64 embeddings of 2,048): the squared entries of the d x d covariance sum to
+    # those of the n x n Gram matrix, since trace((Z'Z)^2) = trace((ZZ')^2), d/n times fewer products (32x in the
+    # visitor demos), forward and backward. Its diagonal is each dimension's variance, computed apart.
+    gram = (z @ z.T) / (n - 1)
+    variances = z.pow(2).sum(dim=0) / (n - 1)
+    return (gram.pow(2).sum() - variances.pow(2).sum()) / d
 
 
 def vicreg_loss(
