@@ -29,6 +29,9 @@ SHIPPED_CHECKPOINT, SHIPPED_SAMPLE = DEFAULT_CHECKPOINT, SAMPLE
 PROVISIONAL_VERSION = "v3"  # bump when the provisional files' layout changes
 
 
+PORT_TAKEN = "Cannot find empty port"  # gradio's words when the port it was given is taken
+
+
 class AppError(RuntimeError):
     """The app subprocess exited or did not serve in time; the message holds its log's tail."""
 
@@ -42,22 +45,39 @@ def free_port() -> int:
 class AppProcess:
     """`python app.py` with `env` added to this process's environment; waits until it serves."""
 
-    def __init__(self, env: dict, log_path: str, timeout: float = 60):
+    def __init__(self, env: dict, log_path: str, args=(), timeout: float = 60, tries: int = 3):
+        self.log_path = log_path
+        for attempt in range(tries):
+            # The free port is only free when asked: another process (a parallel test worker, an outgoing
+            # connection's ephemeral port) can take it before the app binds it. Then start again on a new one.
+            try:
+                self._start(env, args, timeout)
+                return
+            except AppError as e:
+                if PORT_TAKEN not in str(e) or attempt == tries - 1:
+                    raise
+
+    def environment(self, env: dict) -> dict:
+        """The app's environment: this process's, `env` on top, quiet analytics, the repo importable."""
+        return {**os.environ, **env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False",
+                "PYTHONPATH": ROOT}
+
+    def _start(self, env: dict, args, timeout: float) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = log_path
-        full = {**os.environ, **env, "PORT": str(self.port), "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": ROOT}
+        full = {**self.environment(env), "PORT": str(self.port)}
         self.t0 = time.perf_counter()
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py")], cwd=ROOT, env=full,
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), *args], cwd=ROOT, env=full,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.start_seconds = self._wait(timeout)
 
     def _wait(self, timeout: float) -> float:
         while time.perf_counter() - self.t0 < timeout:
             if self.proc.poll() is not None:
-                raise AppError(f"app exited with {self.proc.returncode}:\n{self.tail()}")
+                tail = self.tail()
+                self.log.close()
+                raise AppError(f"app exited with {self.proc.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(self.url, timeout=2) as r:
                     if r.status == 200:
@@ -68,7 +88,8 @@ class AppProcess:
         raise AppError(f"app did not serve within {timeout}s:\n{self.tail()}")
 
     def tail(self, n: int = 4000) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path) as f:
             return f.read()[-n:]
 

@@ -15,6 +15,7 @@ from app_fixtures import (  # noqa: F401
     expected_query,
     map_positions,
     offline_app,
+    offline_env,
     plot_data,
     poll,
     start_app,
@@ -132,3 +133,27 @@ def test_public_demo_rules_hold_through_the_api(empty_app):
     assert ok.startswith("✅ run 2 started")
     info, _ = poll(b, lambda i: i["status"] == "failed", timeout=60)
     assert info["end"]["reason"] == "ValueError: batch size 16 is larger than the 8 training images"
+
+
+def test_a_taken_port_starts_the_app_again(tmp_path, demo_pair, monkeypatch):  # noqa: F811
+    """Between asking for a free port and the app binding it, another process can take the port (a parallel
+    test worker did): the harness starts the app again on a new port instead of failing."""
+    import socket
+
+    import bench.harness as harness
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    taken_port, given = taken.getsockname()[1], []
+    real = harness.free_port
+    monkeypatch.setattr(harness, "free_port", lambda: given.append(taken_port if not given else real()) or given[-1])
+    try:
+        app = harness.AppProcess(offline_env(str(tmp_path), demo_pair), str(tmp_path / "app.log"))
+    finally:
+        taken.close()
+    try:
+        assert len(given) == 2 and app.port == given[1] != taken_port
+        assert Client(app.url, verbose=False).predict(checkpoint=None, api_name="/checkpoints")["value"] == demo_pair[0]
+    finally:
+        app.stop()

@@ -7,15 +7,12 @@ model and sample, with no network: the Hub endpoint is a closed local port, and 
 """
 import ipaddress
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 from app_fixtures import KNOBS, NO_NETWORK, demo_pair, poll  # noqa: F401
 from leaks import scan
 
-from bench.harness import ROOT, AppProcess, free_port
+from bench.harness import ROOT, AppProcess
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
@@ -30,18 +27,10 @@ TINY = {**KNOBS, "name": "mine", "epochs": 1, "batch_size": 32, "train_subset": 
 class BareApp(AppProcess):
     """`python app.py ARGS` with `env` and none of this shell's app variables (GRADIO_SERVER_NAME, SPACE_ID...)."""
 
-    def __init__(self, env: dict, log_path: str, args=(), timeout: float = 60):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = log_path
+    def environment(self, env: dict) -> dict:
         full = {k: v for k, v in os.environ.items()
                 if not k.startswith(("VICREG_", "GRADIO_", "SPACE")) and k not in ("SYSTEM", "PORT")}
-        full.update(env, PORT=str(self.port), GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=ROOT)
-        self.t0 = time.perf_counter()
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), *args], cwd=ROOT, env=full,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.start_seconds = self._wait(timeout)
+        return {**full, **env, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": ROOT}
 
 
 def listening(port: int) -> set[str]:
