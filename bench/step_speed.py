@@ -1,8 +1,8 @@
 """Training-step speed of the named recipes (not a test): the engine's own step (vicreg/training/run.py
 `train_step`: augmentation, forward, loss, backward, optimiser) on the embedded sample's images.
 
-    python -m bench.step_speed                                  # quick_demo and cpu150, this checkout
-    python -m bench.step_speed --preset cpu150 --baseline ../old  # A/B: the same presets from another checkout
+    python -m bench.step_speed                                  # quick_demo and cpu120, this checkout
+    python -m bench.step_speed --preset cpu120 --baseline ../old  # A/B: the same presets from another checkout
 
 With --baseline, each preset is timed in a child process per checkout, alternating A, B, A, B (`--rounds`), so
 both see the same machine in the same minutes; the table gives each one's best round and their ratio. A
@@ -68,7 +68,7 @@ def child(tree: str, preset: str, steps: int, threads: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", action="append", help="default: quick_demo and cpu150")
+    p.add_argument("--preset", action="append", help="default: quick_demo and cpu120")
     p.add_argument("--baseline", default=None, help="another checkout to time the same presets in, alternating")
     p.add_argument("--rounds", type=int, default=2, help="with --baseline: A/B rounds per preset")
     p.add_argument("--steps", type=int, default=10)
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     trees = [HERE] + ([os.path.abspath(args.baseline)] if args.baseline else [])
     rows = []
-    for preset in args.preset or ["quick_demo", "cpu150"]:
+    for preset in args.preset or ["quick_demo", "cpu120"]:
         best: dict[str, dict] = {}
         for _ in range(args.rounds if args.baseline else 1):
             for tree in trees:

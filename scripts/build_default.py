@@ -1,10 +1,10 @@
 """Release step for the shipped default model (not a test): pack a trained checkpoint for the demo
 and build the embedded CIFAR-10 sample the app uses when no dataset is present.
 
-    python scripts/build_default.py --checkpoint checkpoints/cpu150.safetensors \\
-        --report runs/cpu150_eval.json --baseline runs/random_eval.json \\
-        --command "python -m vicreg TRAIN --preset cpu150" --commit <sha> --hardware "..." \\
-        --out checkpoints/cpu150.safetensors --sample assets/cifar10_sample.npz
+    python scripts/build_default.py --checkpoint checkpoints/cpu120.safetensors \\
+        --report runs/cpu120_eval.json --baseline runs/random_eval.json \\
+        --command "python -m vicreg TRAIN --preset cpu120" --commit <sha> --hardware "..." \\
+        --out checkpoints/cpu120.safetensors --sample assets/cifar10_sample.npz
 
 - the checkpoint is packed (backbone only, fp16, metadata kept; `vicreg.runfiles.checkpoint.pack_checkpoint`)
   with its provenance and its EVALUATE reports (`python -m vicreg EVALUATE ... --output report.json`)

@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET_NAME = "VICREG_ADMIN_TOKEN"
 MIN_SECRET_CHARS = 12  # visitors can try secrets through the API: a short one can be guessed
 # The shipped default model and its JSON sidecar (the app's default, services/settings.py).
-SHIPPED = ("checkpoints/cpu150.safetensors", "checkpoints/cpu150.json", "checkpoints/.gitkeep")
+SHIPPED = ("checkpoints/cpu120.safetensors", "checkpoints/cpu120.json", "checkpoints/.gitkeep")
 SHIPPED_CHECKPOINT = SHIPPED[0]
 
 # Folders left out wherever they appear: environments, version control, caches, app state.

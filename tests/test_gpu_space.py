@@ -78,7 +78,7 @@ def test_a_call_keeps_a_quarter_for_starting_and_saving():
 
 def test_the_train_tab_lists_the_gpu_recipe_and_says_what_it_needs():
     on_cpu, on_gpu = presets(False), presets(True)
-    cpu_presets = [k for k in ("quick_demo", "long_demo", "cpu30", "cpu90", "cpu150", "full") if k in PRESETS]
+    cpu_presets = [k for k in ("quick_demo", "long_demo", "cpu30", "cpu90", "cpu150", "cpu120", "full") if k in PRESETS]
     assert [key for _, key in on_cpu] == [*cpu_presets, "gpu", "custom"]
     assert dict((k, label) for label, k in on_cpu)["gpu"] == "GPU recipe (LARS, batch 256, 100 epochs; meant for a GPU)"
     assert dict((k, label) for label, k in on_gpu)["gpu"] == "GPU recipe (LARS, batch 256, 100 epochs)"

@@ -69,7 +69,7 @@ def png(chw: np.ndarray, path) -> str:
 
 
 def test_presets_by_field_name():
-    expect = [(PRESET_LABELS[k], k) for k in ("quick_demo", "long_demo", "cpu30", "cpu90", "cpu150", "full")
+    expect = [(PRESET_LABELS[k], k) for k in ("quick_demo", "long_demo", "cpu30", "cpu90", "cpu150", "cpu120", "full")
               if k in PRESETS]
     assert preset_choices() == expect + [("Custom", "custom")]
     assert preset_choices()[0] == ("Quick CPU demo", "quick_demo")
@@ -340,6 +340,7 @@ def test_errors_name_no_server_paths(setup, demo_pair, tmp_path):  # noqa: F811
     import torch
     from safetensors.torch import save_file
 
+    os.makedirs(studio.checkpoint_dir, exist_ok=True)  # the studio makes it on its first save; this test may run first
     bad = os.path.join(studio.checkpoint_dir, "broken.safetensors")
     meta = {"format": FORMAT, "config": TrainConfig().to_dict(), "epoch": 1, "step": 1}
     save_file({"x": torch.zeros(1)}, bad, metadata={"vicreg": json.dumps(meta)})
@@ -387,9 +388,8 @@ def test_imports_change_no_global_state():
 def test_the_shipped_model_guesses_most_embedded_training_images():
     """Offline, through the Explore handler, the shipped model's kNN guess is right for most of the embedded
     sample's 2,000 training images (none is in the neighbour bank of the sample's 6,000 test images). Measured
-    with `python -m bench.app_guess` on an AMD EPYC: cpu150 67.25 % (64.75 % on an Intel Xeon with AMX when the
-    sample held 2,000 test images; the previous default cpu90 57.45 % then). The floor leaves 15 guesses of
-    room for other CPUs' bf16 rounding."""
+    with `python -m bench.app_guess` on an AMD EPYC: cpu120 71.60 % (the previous default cpu150 67.25 %). The
+    floor leaves 15 guesses of room for other CPUs' bf16 rounding."""
     from bench.app_guess import upload_all
     from services.settings import DEFAULT_CHECKPOINT, SAMPLE
 
@@ -399,4 +399,4 @@ def test_the_shipped_model_guesses_most_embedded_training_images():
     assert len(true) == len(guess) == 2000 and len(classes) == 10
     right = true == guess
     per_class = {c: round(float(right[true == k].mean()), 3) for k, c in enumerate(classes)}
-    assert right.mean() >= 0.665, (right.mean(), per_class)
+    assert right.mean() >= 0.7085, (right.mean(), per_class)

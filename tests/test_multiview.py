@@ -57,11 +57,12 @@ def test_views_default_to_two_and_are_checked():
     assert TrainConfig().with_values({"augment.views": 6.0}).augment.views == 6
 
 
-def test_the_multiview_preset_is_valid_and_multiview():
-    cfg = TrainConfig.from_preset("cpu150").validate()
+@pytest.mark.parametrize("preset", ["cpu150", "cpu120"])
+def test_the_multiview_presets_are_valid_and_multiview(preset):
+    cfg = TrainConfig.from_preset(preset).validate()
     assert cfg.augment.views > 2 and 0 < cfg.augment.view_size < cfg.augment.size
     assert (cfg.loss.inv_coeff, cfg.loss.var_coeff, cfg.loss.cov_coeff) == (25.0, 25.0, 1.0)
-    assert all(p.get("augment", {}).get("views", 2) == 2 for k, p in PRESETS.items() if k != "cpu150")
+    assert all(p.get("augment", {}).get("views", 2) == 2 for k, p in PRESETS.items() if k not in ("cpu150", "cpu120"))
 
 
 def test_n_views_start_with_two_views_pair_and_draw_independent_views():

@@ -14,8 +14,9 @@ log = logging.getLogger("vicreg.app")
 
 # Friendly labels of the engine's PRESETS (vicreg/core/presets.py); only presets that exist are offered.
 PRESET_LABELS = {"quick_demo": "Quick CPU demo", "long_demo": "10-minute CPU demo", "cpu30": "30-minute CPU recipe",
-                 "cpu90": "Previous default model's recipe (two views, about 90 min on a 2-core CPU)",
-                 "cpu150": "Default model recipe (4 views of 16 px, about 2 h on a 2-core CPU)",
+                 "cpu90": "An older default model's recipe (two views, about 90 min on a 2-core CPU)",
+                 "cpu150": "Previous default model's recipe (4 views of 16 px, 12 epochs, about 2 h on a 2-core CPU)",
+                 "cpu120": "Default model recipe (4 views of 16 px, 18 epochs, about 2 h on a 2-core CPU)",
                  "full": "Full CIFAR-10 recipe"}
 CUSTOM = "custom"
 # The Train tab's knobs, as TrainConfig field names (dotted for nested ones). The tab, its Start handler and the

@@ -65,7 +65,7 @@ class TrainTab:
 
 GPU = "gpu"
 GPU_ON_CPU = ("The GPU recipe is meant for a GPU: on this device it takes more than a day (the default model's "
-              "recipe, cpu150, takes about 2 hours on a 2-core CPU). Pick a CUDA device, or a CPU preset.")
+              "recipe, cpu120, takes about 2 hours on a 2-core CPU). Pick a CUDA device, or a CPU preset.")
 
 
 def gpu_label(cuda: bool) -> str:

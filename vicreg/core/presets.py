@@ -27,19 +27,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 30 minutes on a 2-core AVX-512-bf16 CPU: small batches with a low AdamW rate learn the most per
     # image seen at this budget (docs/recipes.md).
     "cpu30": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=2, train_subset=42000, warmup_epochs=0.1),
-    # The previous default model: about 90 minutes on a 2-core AVX-512-bf16 CPU. The cpu30 recipe over the
+    # An older default model: about 90 minutes on a 2-core AVX-512-bf16 CPU. The cpu30 recipe over the
     # whole training split for 7 epochs, with 24-px training views: they cost ~0.6x the compute of
     # 32-px ones, so the budget sees more pairs, and the fully-convolutional backbone still
     # evaluates on 32-px images (docs/recipes.md has the search that chose this).
     "cpu90": dict(optimizer="adamw", lr=2e-3, batch_size=64, epochs=7, warmup_epochs=0.5, augment=dict(view_size=24)),
-    # The shipped default (116 min on a 2-core AMX CPU, 75.4 % linear probe): multi-view VICReg
+    # The previous default (116 min on a 2-core AMX CPU, 75.4 % linear probe): multi-view VICReg
     # (vicreg.core.loss.multiview_loss), 4 views of 16 px per image from crops of 25-75 % of it, with LARS. In
     # equal-compute short runs (docs/recipes.md) LARS beat AdamW by 2 points and 4 x 16-px views beat the 24-px
     # pair by 2.6 more; 6 views, progressive resizing and AdamW with many views lost.
     "cpu150": dict(optimizer="lars", lr=0.3, batch_size=64, epochs=12, warmup_epochs=1,
                    augment=dict(views=4, view_size=16, scale=(0.25, 0.75))),
-    # The cpu150 recipe for 18 epochs instead of 12: about 2 hours on a 2-core AVX-512-bf16 CPU with the
-    # faster step (the covariance term over the Gram matrix, LARS in place; docs/benchmarks.md).
+    # The shipped default (109 min on a 2-core AVX-512-bf16 CPU, 77.3 % linear probe): the cpu150 recipe for 18
+    # epochs instead of 12, in about the same 2 hours thanks to the faster step (docs/benchmarks.md).
     "cpu120": dict(optimizer="lars", lr=0.3, batch_size=64, epochs=18, warmup_epochs=1,
                    augment=dict(views=4, view_size=16, scale=(0.25, 0.75))),
     # The paper's CIFAR-10 recipe shape (LARS, batch 128, 20 epochs by default; more on a GPU).
@@ -55,4 +55,4 @@ QUICK = "quick_demo"  # the recipe a visitor may run and the app offers first
 LONG_DEMO = "long_demo"  # the largest recipe a visitor may run: it ends within a visitor's 10 minutes
 # The recipe that trained the shipped default model: its preset, run and checkpoint name
 # (checkpoints/<name>.safetensors).
-DEFAULT_MODEL = "cpu150"
+DEFAULT_MODEL = "cpu120"
