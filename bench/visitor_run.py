@@ -4,6 +4,7 @@ dataset does, and score the backbone with the app's own guess rule before and af
     python -m bench.visitor_run                                  # the Quick demo and the 10-minute preset
     python -m bench.visitor_run --run 'preset=quick_demo' --run 'preset=quick_demo,augment.views=4'
     python -m bench.visitor_run --cost --run 'preset=quick_demo'  # the monitor's and map's cost
+    python -m bench.visitor_run --precise-bn-ab --run 'preset=quick_demo'  # re-estimated BatchNorm statistics or not
 
 With --cost, each run trains twice in one sitting, with the monitor and the live map (drawn in its child
 process as the app draws it) and with both off, and prints the training images/s of each: wall-clock images
@@ -38,6 +39,7 @@ from vicreg.runfiles.names import metrics_path
 from vicreg.training.data import Dataset, even_subset, load_dataset
 from vicreg.training.embed import load_model
 from vicreg.training.evaluate import extract_features
+from vicreg.training.precise_bn import evenly_spaced, recalibrate_bn
 from vicreg.training.train import train
 
 
@@ -85,11 +87,12 @@ def cost(spec: str, cfg: TrainConfig, data: Dataset, folder: str) -> dict:
             "maps": drawn.count if drawn else 0, "cpu": cpu_kind()}
 
 
-def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int, keep: str | None = None) -> dict:
+def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int, keep: str | None = None,
+            bn_ab: bool = False) -> dict:
     rt = make_runtime("auto", "auto", True, cfg.threads)
     before = app_guess(untrained(cfg, rt).backbone, data, rt, queries, bank)
     t0, last, watched = time.perf_counter(), None, []
-    for ev in train(cfg, data=data):
+    for ev in train(cfg.with_values({"precise_bn": 0}) if bn_ab else cfg, data=data):
         last = ev
         if ev.kind == "watch" and ev.guess is not None:
             watched.append(round(100 * ev.guess, 1))
@@ -98,12 +101,18 @@ def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int,
         raise SystemExit(f"{spec}: {getattr(last, 'reason', 'no events')}")
     model, _, _ = load_model(last.checkpoint, rt)
     after = app_guess(model.backbone, data, rt, queries, bank)
+    extra = {}
+    if bn_ab:  # the same trained weights, their statistics then re-estimated as the engine does at a run's end
+        images = evenly_spaced(even_subset(data.train, cfg.train_subset)[0].images, cfg.precise_bn or 5000)
+        recalibrate_bn(model.backbone, images, rt, cfg.augment)
+        extra = {"after_training_statistics": round(100 * after, 2), "precise_bn_images": images.shape[0]}
+        after = app_guess(model.backbone, data, rt, queries, bank)
     if keep:
         os.makedirs(keep, exist_ok=True)
         preset = spec.split(",")[0].removeprefix("preset=")  # the run's preset: its reference's file name
         shutil.copyfile(metrics_path(cfg.checkpoint_dir, cfg.name), os.path.join(keep, f"{preset}.metrics.jsonl"))
     return {"run": spec, "wall_s": round(wall, 1), "steps": last.step, "untrained": round(100 * before, 2),
-            "after": round(100 * after, 2), "monitor": watched, "cpu": cpu_kind()}
+            "after": round(100 * after, 2), **extra, "monitor": watched, "cpu": cpu_kind()}
 
 
 def main() -> None:
@@ -114,6 +123,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--cost", action="store_true", help="images/s with the monitor and map, and without")
     ap.add_argument("--out", default="runs/visitor_run.jsonl")
+    ap.add_argument("--precise-bn-ab", action="store_true", help="train without re-estimating BatchNorm statistics, "
+                    "score, then re-estimate them (on the run's precise_bn images, else 5,000) and score again")
     ap.add_argument("--keep", default=None, help="copy each run's metrics file into this folder as "
                     "<preset>.metrics.jsonl (assets/reference/ holds the ones the Train tab draws in grey)")
     args = ap.parse_args()
@@ -126,7 +137,7 @@ def main() -> None:
             # a name of its own per run: runs of one name append to one metrics file (--keep copies it)
             cfg, _ = parse_run(spec, base.with_values({"name": f"visitor{i}"}), keep_schedule=True)
             row = (cost(spec, cfg, data, tmp) if args.cost
-                   else run_one(spec, cfg, data, args.queries, args.bank, args.keep))
+                   else run_one(spec, cfg, data, args.queries, args.bank, args.keep, args.precise_bn_ab))
             rows.append(row)
             print(json.dumps(row), flush=True)
             os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

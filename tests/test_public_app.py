@@ -95,7 +95,7 @@ def test_space_without_secret_refuses_admin_actions(tmp_path_factory, demo_pair)
         c = Client(app.url, verbose=False, ssl_verify=False)
         big = c.predict(**BIG, api_name="/train_start")
         assert big.startswith("❌ On this shared server a visitor&#x27;s run may be at most the size of the 10-minute "
-                              "CPU demo: train images at most 2,000 (asked all); a time budget of at most 480 s or 15 "
+                              "CPU demo: train images at most 2,000 (asked all); a time budget of at most 540 s or 15 "
                               "epochs (asked 50 epochs)"), big
         assert "VICREG_ADMIN_TOKEN" in big
         resume = c.predict(checkpoint=demo_pair[0], more_epochs=1, threads=1, device="cpu", secret="",

@@ -15,8 +15,11 @@ from vicreg.orchestration import launch
 from vicreg.orchestration.jobs import TrainingJob
 from vicreg.runfiles.checkpoint import load_checkpoint
 
-KNOBS = dict(name="two", epochs=2, batch_size=16, optimizer="lars", lr=0, train_subset=64, inv_coeff=25, var_coeff=25,
-             cov_coeff=1, knn_train=64, knn_test=0, warmup_epochs=0.5)
+# 8 epochs of 4 steps: long enough that Stop lands mid-run on a fast CPU (2 epochs once finished before it did)
+EPOCHS = 8
+STEPS = 4 * EPOCHS
+KNOBS = dict(name="two", epochs=EPOCHS, batch_size=16, optimizer="lars", lr=0, train_subset=64, inv_coeff=25,
+             var_coeff=25, cov_coeff=1, knn_train=64, knn_test=0, warmup_epochs=0.5)
 
 
 def wait_for(job: TrainingJob, until, timeout: float = 120.0):
@@ -57,7 +60,7 @@ def test_two_processes_from_the_page_stop_and_resume(demo_pair, tmp_path):  # no
     assert out.message == ("✅ run 1 started with 2 processes on the embedded 2,000-image CIFAR-10 sample (the full "
                            "dataset is not available here): saving to checkpoint <code>two</code>"), out.message
     snap = wait_for(job, lambda s: len(s.steps) >= 2)
-    assert snap.processes == 2 and snap.start.n_train == 64 and snap.start.total_steps == 8
+    assert snap.processes == 2 and snap.start.n_train == 64 and snap.start.total_steps == STEPS
     assert snap.start.notes[0].startswith("2 processes (gloo): global batch 16 = 8 per rank")
     page = h.poll(None, None, None)  # what the page shows: rank 0's events
     loss = page.loss_plot.to_plotly_json()["data"][0]
@@ -70,7 +73,8 @@ def test_two_processes_from_the_page_stop_and_resume(demo_pair, tmp_path):  # no
     assert ranks_alive("two") == []  # every rank has ended
     assert sorted(os.listdir(folder)) == ["two.json", "two.metrics.jsonl", "two.safetensors"]  # one checkpoint
     meta = load_checkpoint(snap.end.checkpoint).meta
-    assert (meta["step"], meta["world_size"], meta["complete"]) == (snap.end.step, 2, False) and 2 <= meta["step"] < 8
+    assert (meta["step"], meta["world_size"], meta["complete"]) == (snap.end.step, 2, False)
+    assert 2 <= meta["step"] < STEPS
     stopped_at = meta["step"]
     lines = [json.loads(line) for line in open(folder / "two.metrics.jsonl")]
     assert [e["step"] for e in lines if e["kind"] == "step"] == list(range(1, stopped_at + 1))  # rank 0's, once
@@ -79,9 +83,9 @@ def test_two_processes_from_the_page_stop_and_resume(demo_pair, tmp_path):  # no
     assert cli(["RE_TRAIN", "--model_path", snap.end.checkpoint, "--device", "cpu", "--threads", "1", "--data",
                 demo_pair[1], "--knn_test", "0"]) == 0
     meta = load_checkpoint(snap.end.checkpoint).meta
-    assert (meta["epoch"], meta["step"], meta["complete"]) == (2, 8, True)
+    assert (meta["epoch"], meta["step"], meta["complete"]) == (EPOCHS, STEPS, True)
     lines = [json.loads(line) for line in open(folder / "two.metrics.jsonl")]
-    assert [e["step"] for e in lines if e["kind"] == "step"] == list(range(1, 9))
+    assert [e["step"] for e in lines if e["kind"] == "step"] == list(range(1, STEPS + 1))
     assert launch._running == set()
 
 

@@ -45,10 +45,12 @@ def _cfg(folder, data, **kw) -> TrainConfig:
                           **kw})
 
 
-@pytest.fixture(scope="module")
-def watched(tmp_path_factory, packed_cifar):
+@pytest.fixture(scope="module", params=[0, 128], ids=["training statistics", "precise BN"])
+def watched(tmp_path_factory, packed_cifar, request):
+    """A watched run, as trained and with its BatchNorm statistics re-estimated at the end
+    (vicreg/training/precise_bn.py): either way the final point is the saved checkpoint's figure."""
     before = torch.get_num_threads()
-    cfg = _cfg(tmp_path_factory.mktemp("watch"), packed_cifar)
+    cfg = _cfg(tmp_path_factory.mktemp("watch"), packed_cifar, precise_bn=request.param)
     events = list(train(cfg))
     torch.set_num_threads(before)
     assert events[-1].status == "finished"
@@ -108,6 +110,20 @@ def test_watching_changes_nothing_the_run_trains(tmp_path, packed_cifar, monkeyp
     a, b = (load_file(str(tmp_path / f"{n}.safetensors")) for n in ("with", "without"))
     weights = [k for k in a if k.startswith("model.")]
     assert weights and all(torch.equal(a[k], b[k]) for k in weights)
+
+
+def test_a_run_that_re_estimates_its_statistics_measures_its_last_step_again(tmp_path, packed_cifar, monkeypatch):
+    """Measured after every step, the last step included; re-estimating the statistics afterwards changes the
+    figure, so the run measures once more: the point it ends with is the saved checkpoint's."""
+    monkeypatch.setattr("vicreg.training.watch.SHARE", 1.0)
+    before = torch.get_num_threads()
+    for name, precise in (("plain", 0), ("precise", 96)):
+        cfg = _cfg(tmp_path, packed_cifar, name=name, watch_every=1e-9, train_subset=96, precise_bn=precise)
+        events = list(train(cfg))
+        assert events[-1].status == "finished"
+        steps = [e.step for e in events if e.kind == "watch"]
+        assert steps == [0, 1, 2, 3] + ([3] if precise else [])
+    torch.set_num_threads(before)
 
 
 def test_bad_monitor_settings_say_what_is_wrong():

@@ -118,6 +118,10 @@ class TrainConfig:
     # others, before the first step, every `watch_every` seconds of training and after the last; 0 = off.
     watch_images: int = 0
     watch_every: float = 20.0
+    # Clean training images whose forward pass re-estimates the backbone's BatchNorm statistics when the run finishes
+    # (vicreg/training/precise_bn.py: the training views' statistics misfit the clean 32-px images evaluation embeds);
+    # 0 keeps the training views' statistics. Off by default: only a short demo gained from it (docs/recipes.md).
+    precise_bn: int = 0
     log_every: int = 0  # 0 = auto: every step on CPU, every 25 steps on GPU (each read-back syncs)
     threads: int = 0  # 0 = the CPUs this process may use (vicreg.core.runtime.available_cpus)
     data: str = field(default_factory=default_data_root)
@@ -156,6 +160,8 @@ class TrainConfig:
         if self.watch_images < 0 or self.watch_images == 1 or self.watch_every < 0:
             raise ValueError(f"watch_images must be 0 (off) or at least 2 and watch_every 0 or more seconds, got "
                              f"{self.watch_images} and {self.watch_every}")
+        if self.precise_bn < 0:
+            raise ValueError(f"precise_bn must be 0 (off) or a number of training images, got {self.precise_bn}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be 0 or more, got {self.warmup_epochs}")
         if self.augment.view_size < 0 or self.augment.view_size > self.augment.size:

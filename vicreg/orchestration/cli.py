@@ -56,6 +56,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "watch_images": ("watch_images", int, "learning monitor: test images guessed leave-one-out as Explore guesses "
                      "(0: off)"),
     "watch_every": ("watch_every", float, "learning monitor: seconds of training between its points"),
+    "precise_bn": ("precise_bn", int, "clean training images that re-estimate the backbone's BatchNorm statistics "
+                   "when the run finishes (0: keep the training views')"),
     "name": ("name", str, "run name: saved as <checkpoint_dir>/<name>.safetensors"),
     "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS, else "
                        "<VICREG_STORAGE>/checkpoints)"),
@@ -64,7 +66,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
 }
 RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "width", "inv_coeff",
                   "var_coeff", "cov_coeff", "view_size", "view_sizes", "views", "crop_scale", "seed", "train_subset",
-                  "sync_bn")
+                  "precise_bn", "sync_bn")
 
 
 def build_parser() -> argparse.ArgumentParser:

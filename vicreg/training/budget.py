@@ -17,7 +17,9 @@ from typing import Callable
 
 import torch
 
-TIMED_STEPS = 5  # after WARM_STEPS untimed ones (oneDNN and the allocator warm up in the first)
+# After WARM_STEPS untimed ones (oneDNN and the allocator warm up in the first). The median of 10: on a shared host a
+# second of slowdown during 5 timed steps once made the Quick demo fit 23 epochs (89 s) where other runs fitted 27-35.
+TIMED_STEPS = 10
 WARM_STEPS = 2
 
 

@@ -27,6 +27,7 @@ from ..runfiles.names import CheckpointError
 from ..runfiles.streams import epoch_order, start_epoch_stream
 from .data import DataError, Dataset
 from .evaluate import extract_features, knn_accuracy
+from .precise_bn import evenly_spaced, recalibrate_bn
 from .run import Run, setup_run, train_step
 
 # Failures that are the user's to fix (bad data, checkpoint or settings): EndEvent.exit_code 2, else 1.
@@ -79,6 +80,7 @@ def _loop(run: Run, stop: threading.Event, resume: str | None, t0: float) -> Ite
     if run.step == 0 and run.dist.main and (run.watch is not None or cfg.knn_test > 0):
         # the untrained start, measured by the run's own monitors: the charts' baseline
         yield run.emit(_watch_event(run, 0, knn=_knn_monitor(run)))
+    recalibrated = False
     for epoch in range(run.start_epoch, cfg.epochs):
         run.start_epoch = epoch
         t_epoch = time.perf_counter()
@@ -89,13 +91,14 @@ def _loop(run: Run, stop: threading.Event, resume: str | None, t0: float) -> Ite
             yield run.emit(EndEvent("stopped", reason, path, epoch, run.step, time.perf_counter() - t0))
             return
         run.in_epoch = 0
+        recalibrated = epoch + 1 == cfg.epochs and _precise_bn(run)  # before the last save and measurements
         run.metrics["knn_top1"] = _knn_monitor(run)
         path = run.save(epoch + 1, 0)
         run.fault.reach("epoch_end")
         yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], path, time.perf_counter() - t_epoch,
                                   time.perf_counter() - t0))
     run.start_epoch = cfg.epochs
-    if run.watch is not None and run.watch.step != run.step:  # the figure the run ends with (unless just measured)
+    if run.watch is not None and (recalibrated or run.watch.step != run.step):  # the figure the run ends with
         yield run.emit(_watch_event(run, cfg.epochs - 1))
     yield run.emit(EndEvent("finished", f"trained {cfg.epochs} epochs", run.saved, cfg.epochs, run.step,
                             time.perf_counter() - t0))
@@ -137,6 +140,15 @@ def _epoch(run: Run, epoch: int, stop: threading.Event, t0: float):
             yield run.emit(_watch_event(run, epoch))
             t_win, win_steps = time.perf_counter(), 0  # the rate counts training only
     return None
+
+
+def _precise_bn(run: Run) -> bool:
+    """The finished backbone's BatchNorm statistics from clean training images (every rank the same ones, so ranks
+    that sync BatchNorm stay in step); whether any were re-estimated."""
+    if run.cfg.precise_bn <= 0:
+        return False
+    images = evenly_spaced(run.images, run.cfg.precise_bn)
+    return recalibrate_bn(run.model.backbone, images, run.rt, run.cfg.augment) > 0
 
 
 def _watch_event(run: Run, epoch: int, knn: float | None = None) -> WatchEvent:
