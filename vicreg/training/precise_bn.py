@@ -6,8 +6,9 @@ the app's guess embed clean 32-px images, whose activations have other statistic
 normalises them with the wrong ones (the train/test discrepancy FixRes (Touvron et al., 2019) describes for
 resolution). A finishing run therefore runs its backbone in train mode, without gradients, over
 `TrainConfig.precise_bn` clean training images at their stored size, and keeps the plain average of their
-batch statistics (Precise BN, Wu & Johnson, 2021). The Quick demo's guess on the sample rises by about two and
-a half points (docs/recipes.md).
+batch statistics (Precise BN, Wu & Johnson, 2021). The Quick demo's guess on the sample rose by 1.5 to 2.5
+points, longer runs' by a point or nothing, and the shipped cpu120's linear probe fell a quarter of a point
+(docs/recipes.md): so it is off by default and on in the visitor demos.
 
 Only the running statistics change. Train-mode BatchNorm normalises with each batch's own statistics and never
 reads them, so resuming or continuing such a run trains exactly as before, and a run that stops and resumes
