@@ -118,7 +118,8 @@ def test_a_run_that_re_estimates_its_statistics_measures_its_last_step_again(tmp
     monkeypatch.setattr("vicreg.training.watch.SHARE", 1.0)
     before = torch.get_num_threads()
     for name, precise in (("plain", 0), ("precise", 96)):
-        cfg = _cfg(tmp_path, packed_cifar, name=name, watch_every=1e-9, train_subset=96, precise_bn=precise)
+        cfg = _cfg(tmp_path, packed_cifar, name=name, watch_every=1e-9, train_subset=96, precise_bn=precise,
+                   model=ModelConfig(projector="64-64", width=8))  # a narrow ResNet-18: what is tested is the order
         events = list(train(cfg))
         assert events[-1].status == "finished"
         steps = [e.step for e in events if e.kind == "watch"]
