@@ -39,7 +39,7 @@ from vicreg.runfiles.names import metrics_path
 from vicreg.training.data import Dataset, even_subset, load_dataset
 from vicreg.training.embed import load_model
 from vicreg.training.evaluate import extract_features
-from vicreg.training.precise_bn import evenly_spaced, recalibrate_bn
+from vicreg.training.precise_bn import recalibrate_bn
 from vicreg.training.train import train
 
 
@@ -103,9 +103,9 @@ def run_one(spec: str, cfg: TrainConfig, data: Dataset, queries: int, bank: int,
     after = app_guess(model.backbone, data, rt, queries, bank)
     extra = {}
     if bn_ab:  # the same trained weights, their statistics then re-estimated as the engine does at a run's end
-        images = evenly_spaced(even_subset(data.train, cfg.train_subset)[0].images, cfg.precise_bn or 5000)
-        recalibrate_bn(model.backbone, images, rt, cfg.augment)
-        extra = {"after_training_statistics": round(100 * after, 2), "precise_bn_images": images.shape[0]}
+        images, n = even_subset(data.train, cfg.train_subset)[0].images, cfg.precise_bn or 5000
+        recalibrate_bn(model.backbone, images, rt, cfg.augment, n)
+        extra = {"after_training_statistics": round(100 * after, 2), "precise_bn_images": min(n, images.shape[0])}
         after = app_guess(model.backbone, data, rt, queries, bank)
     if keep:
         os.makedirs(keep, exist_ok=True)

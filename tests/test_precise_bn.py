@@ -10,8 +10,8 @@ from vicreg.core.config import AugmentConfig, ModelConfig, TrainConfig
 from vicreg.core.model import VICReg
 from vicreg.core.runtime import make_runtime
 from vicreg.runfiles.checkpoint import load_checkpoint
-from vicreg.training.data import even_subset
-from vicreg.training.precise_bn import evenly_spaced, recalibrate_bn
+from vicreg.training.data import even_indices, even_subset
+from vicreg.training.precise_bn import recalibrate_bn
 from vicreg.training.train import train
 
 RT = make_runtime("cpu", "fp32", False, 1)
@@ -51,10 +51,9 @@ def test_the_statistics_do_not_depend_on_where_they_started():
         assert torch.equal(x, y), k
 
 
-def test_evenly_spaced_spreads_over_the_set():
-    images = torch.arange(10).view(10, 1, 1, 1)
-    assert evenly_spaced(images, 4).flatten().tolist() == [0, 3, 6, 9]
-    assert evenly_spaced(images, 50).flatten().tolist() == list(range(10))
+def test_even_indices_spread_over_the_set():
+    assert even_indices(10, 4).tolist() == [0, 3, 6, 9]
+    assert even_indices(10, 50).tolist() == list(range(10))
 
 
 def _cfg(tmp_path, name, **kw):
@@ -76,8 +75,7 @@ def test_a_finished_run_keeps_the_same_weights_and_the_statistics_of_clean_image
     # they are the statistics recalibrate_bn gives the unrecalibrated model on 100 of the run's training images
     model = VICReg(ModelConfig(projector="64-64", width=4))
     model.load_state_dict(b)
-    images = evenly_spaced(even_subset(cifar.train, 128)[0].images, 100)
-    recalibrate_bn(model.backbone, images, RT, AugmentConfig())
+    recalibrate_bn(model.backbone, even_subset(cifar.train, 128)[0].images, RT, AugmentConfig(), 100)
     for k in stats:
         assert torch.allclose(model.state_dict()[k], a[k], rtol=1e-4, atol=1e-5), k
 

@@ -35,13 +35,20 @@ class Split:
         return self.labels.shape[0]
 
 
+def even_indices(total: int, n: int | None) -> Tensor:
+    """n evenly spaced indices of 0..total-1, in order; all of them when n is 0, None or at least total."""
+    if not n or n >= total:
+        return torch.arange(total)
+    return torch.linspace(0, total - 1, n).long()
+
+
 def even_subset(split: Split, n: int | None) -> tuple[Split, np.ndarray]:
     """n evenly spaced samples, so every class of a class-sorted folder is represented, and their
     indices; the whole split when n is 0, None or at least its size."""
     total = len(split)
     if not n or n >= total:
         return split, np.arange(total)
-    idx = torch.linspace(0, total - 1, n).long()
+    idx = even_indices(total, n)
     return Split(split.images[idx], split.labels[idx]), idx.numpy()
 
 

@@ -22,22 +22,19 @@ from torch import Tensor, nn
 from ..core.augment import normalize
 from ..core.config import AugmentConfig
 from ..core.runtime import Runtime
+from .data import even_indices
 
 
-def evenly_spaced(images: Tensor, n: int) -> Tensor:
-    """`n` images spread over the whole set (all of them when it has no more), in a fixed order."""
-    if n >= images.shape[0]:
-        return images
-    return images[torch.linspace(0, images.shape[0] - 1, n, device=images.device).long()]
-
-
-def recalibrate_bn(backbone: nn.Module, images: Tensor, rt: Runtime, aug: AugmentConfig,
+def recalibrate_bn(backbone: nn.Module, images: Tensor, rt: Runtime, aug: AugmentConfig, n: int | None = None,
                    batch_size: int = 250) -> int:
-    """Replace every BatchNorm's running statistics in `backbone` with the average over `images` ((N, 3, S, S)
-    uint8, as evaluation embeds them). Returns the number of BatchNorm layers re-estimated."""
+    """Replace every BatchNorm's running statistics in `backbone` with the average over `n` evenly spaced of
+    `images` ((N, 3, S, S) uint8, as evaluation embeds them; None: all). Returns the number of BatchNorm layers
+    re-estimated."""
     norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms or images.shape[0] < 2:
         return 0
+    if n is not None and n < images.shape[0]:
+        images = images[even_indices(images.shape[0], n).to(images.device)]
     momenta, was_training = [m.momentum for m in norms], backbone.training
     for m in norms:
         m.reset_running_stats()

@@ -27,7 +27,7 @@ from ..runfiles.names import CheckpointError
 from ..runfiles.streams import epoch_order, start_epoch_stream
 from .data import DataError, Dataset
 from .evaluate import extract_features, knn_accuracy
-from .precise_bn import evenly_spaced, recalibrate_bn
+from .precise_bn import recalibrate_bn
 from .run import Run, setup_run, train_step
 
 # Failures that are the user's to fix (bad data, checkpoint or settings): EndEvent.exit_code 2, else 1.
@@ -147,8 +147,7 @@ def _precise_bn(run: Run) -> bool:
     that sync BatchNorm stay in step); whether any were re-estimated."""
     if run.cfg.precise_bn <= 0:
         return False
-    images = evenly_spaced(run.images, run.cfg.precise_bn)
-    return recalibrate_bn(run.model.backbone, images, run.rt, run.cfg.augment) > 0
+    return recalibrate_bn(run.model.backbone, run.images, run.rt, run.cfg.augment, run.cfg.precise_bn) > 0
 
 
 def _watch_event(run: Run, epoch: int, knn: float | None = None) -> WatchEvent:

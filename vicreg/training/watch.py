@@ -19,12 +19,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from ..core.config import AugmentConfig
 from ..core.runtime import Runtime
-from .data import Split, even_subset
+from .data import Split, even_indices, even_subset
 from .evaluate import extract_features, leave_one_out_guess
 
 
@@ -81,7 +80,7 @@ class Watch:
         keep = min(n, max(FEWEST, int(n * self.planned_s / (POINT_SHARE * max(seconds, 1e-9)))))
         if keep >= n:
             return feats, 1.0
-        pick = torch.linspace(0, n - 1, keep).long()
+        pick = even_indices(n, keep)
         self.split = Split(self.split.images[pick], self.split.labels[pick])
         self.indices, self.labels = self.indices[pick.numpy()], self.labels[pick.numpy()]
         return feats[pick], keep / n
