@@ -1,6 +1,6 @@
 """How often the app's kNN class guess is right (not a test): every training image of the embedded
 CIFAR-10 sample uploaded through the Explore tab's handler, as a fresh clone runs it offline (no
-dataset, so the sample's 2,000 test images are the neighbour bank; none of the uploads is in it).
+dataset, so the sample's 6,000 test images are the neighbour bank; none of the uploads is in it).
 
     python -m bench.app_guess [--checkpoint checkpoints/<default>.safetensors] [--limit N]
 
@@ -22,15 +22,17 @@ from bench.harness import demo_files
 from services.settings import Settings
 from services.studio import Studio
 from ui.explore_handlers import ExploreHandlers
-from vicreg.training.data import read_packed
+from vicreg.training.data import even_indices, read_packed
 
 
 def upload_all(checkpoint: str, sample: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(true labels, guessed labels, class names) for the sample's training images, one upload each."""
+    """(true labels, guessed labels, class names) for the sample's training images (`limit` of them; 0: all), one
+    upload each."""
     z = read_packed(sample)
     images, labels, classes = z["train_x"], z["train_y"], json.loads(str(z["classes"]))
-    if limit:
-        images, labels = images[:limit], labels[:limit]
+    if limit:  # evenly spaced: the sample is sorted by class
+        keep = even_indices(len(labels), limit).numpy()
+        images, labels = images[keep], labels[keep]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_root=os.path.join(tmp, "no-data"), sample=sample, default_checkpoint=checkpoint,
                             checkpoint_dir=os.path.join(tmp, "checkpoints"), cache_dir=os.path.join(tmp, "cache"))
@@ -56,7 +58,7 @@ def main() -> None:
     shipped, sample = demo_files(os.environ.get("VICREG_DATA"))
     ap.add_argument("--checkpoint", default=shipped)
     ap.add_argument("--sample", default=sample)
-    ap.add_argument("--limit", type=int, default=0, help="only the first N training images")
+    ap.add_argument("--limit", type=int, default=0, help="only N evenly spaced training images (0: all)")
     args = ap.parse_args()
     true, guess, classes = upload_all(args.checkpoint, args.sample, args.limit)
     right = true == guess

@@ -233,11 +233,13 @@ def pytest_unconfigure():
 
 # ------------------------------------------------------------------ pytest-xdist: one core per worker, counts merged
 
-def pytest_configure():
+def pytest_configure(config):
     """The suite's own temp folder (use_own_temp_folder); then each xdist worker (`-n 2`) gets one CPU of its own
     and 1 torch thread, and so do the apps and CLI runs it starts (they inherit the affinity, and
     vicreg.core.runtime.available_cpus reads it): two torch processes never share a core, which on a 2-core machine
-    would slow both several times over."""
+    would slow both several times over. Files are handed out in SLOW_FIRST's order (below)."""
+    if hasattr(config.option, "loadscopereorder"):  # xdist would otherwise hand out the files with most tests first
+        config.option.loadscopereorder = False
     use_own_temp_folder()
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
     if worker and hasattr(os, "sched_getaffinity"):
@@ -250,10 +252,15 @@ def pytest_configure():
             torch.set_num_threads(1)
 
 
-# The longest files (1-2.5 min each on one core) start first, so that with `--dist loadfile` the two workers
-# finish close together instead of one of them starting the crash test last.
-SLOW_FIRST = ("test_crash.py", "test_concurrency.py", "test_distributed.py", "test_chunks.py", "test_visitor_runs.py",
-              "test_hostile_uploads.py")
+# The longest files start first, longest first, so that with `--dist loadfile` the two workers finish close together
+# instead of one of them starting a one-minute file last (xdist's own order, most tests first, put the one-test files
+# of a minute each at the end: 641 s for 1,094 s of tests). Seconds on one core, AMD EPYC, 2026-12-07 (--durations=0):
+# 114, 104, 73, 66, 63, 61, 58, 54, 49, 47, 43, 37, 32, 31, 30, 29, 26, 26, 23, 18; the rest 15 s or less.
+SLOW_FIRST = ("test_distributed.py", "test_cli.py", "test_browser.py", "test_browser_full.py", "test_crash.py",
+              "test_concurrency.py", "test_public_app.py", "test_app_api.py", "test_banks.py", "test_app_offline.py",
+              "test_multiview.py", "test_browser_phone.py", "test_train_processes.py", "test_chunks.py",
+              "test_handlers.py", "test_hostile_uploads.py", "test_watch.py", "test_path_attacks.py",
+              "test_gpu_check.py", "test_numerical_faults.py")
 
 
 def pytest_collection_modifyitems(items):

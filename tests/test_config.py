@@ -73,6 +73,7 @@ def test_a_checkpoint_written_before_the_width_knob_reads_as_resnet18():
     ({"lr": -1e-3}, "lr must be positive"),
     ({"train_subset": -5}, "train_subset must be 0 (all images) or more, got -5"),
     ({"warmup_epochs": -0.5}, "warmup_epochs must be 0 or more, got -0.5"),
+    ({"save_every": -1.0}, "save_every must be 0 (every epoch) or a number of seconds, got -1.0"),
     ({"augment": {"view_size": 33}}, "augment.view_size must be 0 (= size) or at most 32, got 33"),
     ({"augment": {"view_size": -1}}, "augment.view_size must be 0"),
     ({"epochs": 0}, "epochs must be at least 1"),

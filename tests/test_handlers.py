@@ -75,7 +75,7 @@ def test_presets_by_field_name():
     assert preset_choices()[0] == ("Quick CPU demo", "quick_demo")
     assert KNOBS[6:9] == ("loss.inv_coeff", "loss.var_coeff", "loss.cov_coeff")
     assert KNOBS[-2:] == ("augment.views", "augment.view_size")  # new knobs last: the API's order stays
-    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 5000, 0, 0.1, 2, 16)
+    assert preset_knobs("quick_demo") == ("quick_demo", 3, 64, "lars", 0, 2000, 25.0, 25.0, 1.0, 5000, 0, 0.1, 2, 24)
     cpu90 = dict(zip(KNOBS, preset_knobs("cpu90"), strict=True))
     assert (cpu90["augment.views"], cpu90["augment.view_size"]) == (2, 24)  # a preset fills the views too
     assert preset_knobs("custom") == ({"__type__": "update"},) * len(KNOBS)
@@ -95,7 +95,7 @@ def test_config_is_the_preset_with_the_knobs(setup, demo_pair):  # noqa: F811
          "knn_train": 5000, "knn_test": 0, "warmup_epochs": 0.1, "device": "cpu", "data": demo_pair[1],
          "checkpoint_dir": studio.checkpoint_dir, "threads": 1, "loss": {"inv_coeff": 25.0, "var_coeff": 25.0,
                                                                           "cov_coeff": 1.0},
-         "augment": {"views": 2, "view_size": 16}})
+         "augment": {"views": 2, "view_size": 24}})
     assert cfg == want
     assert h.train.config("quick_demo", knobs(), "cpu", 2).data == demo_pair[1]  # the sample: no dataset here
 
@@ -386,17 +386,17 @@ def test_imports_change_no_global_state():
 
 
 def test_the_shipped_model_guesses_most_embedded_training_images():
-    """Offline, through the Explore handler, the shipped model's kNN guess is right for most of the embedded
-    sample's 2,000 training images (none is in the neighbour bank of the sample's 6,000 test images). Measured
-    with `python -m bench.app_guess` on an AMD EPYC: cpu120 71.60 % (the previous default cpu150 67.25 %). The
-    floor leaves 15 guesses of room for other CPUs' bf16 rounding."""
+    """Offline, through the Explore handler, the shipped model's kNN guess is right for most of 500 of the embedded
+    sample's 2,000 training images, evenly spaced (none is in the neighbour bank of the sample's 6,000 test images).
+    Measured with `python -m bench.app_guess --limit 500` on an AMD EPYC: cpu120 71.20 %, 356 right (71.60 % on all
+    2,000, which take four times as long). The floor leaves 6 guesses of room for other CPUs' bf16 rounding."""
     from bench.app_guess import upload_all
     from services.settings import DEFAULT_CHECKPOINT, SAMPLE
 
     if not (os.path.isfile(DEFAULT_CHECKPOINT) and os.path.isfile(SAMPLE)):
         pytest.skip("no shipped model and sample in this checkout")
-    true, guess, classes = upload_all(DEFAULT_CHECKPOINT, SAMPLE)
-    assert len(true) == len(guess) == 2000 and len(classes) == 10
+    true, guess, classes = upload_all(DEFAULT_CHECKPOINT, SAMPLE, limit=500)
+    assert len(true) == len(guess) == 500 and len(classes) == 10 and (np.bincount(true) == 50).all()
     right = true == guess
     per_class = {c: round(float(right[true == k].mean()), 3) for k, c in enumerate(classes)}
-    assert right.mean() >= 0.7085, (right.mean(), per_class)
+    assert right.sum() >= 350, (right.mean(), per_class)

@@ -71,6 +71,18 @@ def test_mid_epoch_stop_resumes_exactly(cifar, tmp_path):
         assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-6), k
 
 
+def test_save_every_skips_the_epochs_between_but_never_the_last_epoch_or_a_stop(cifar, tmp_path):
+    every = _run(_cfg(tmp_path, "every", epochs=3), cifar)
+    assert [e.checkpoint is not None for e in every if e.kind == "epoch"] == [True, True, True]
+    sparse = _run(_cfg(tmp_path, "sparse", epochs=3, save_every=3600), cifar)
+    assert [e.checkpoint for e in sparse if e.kind == "epoch"][:2] == [None, None]  # nothing written before the end
+    assert sparse[-1].status == "finished" and load_checkpoint(sparse[-1].checkpoint).meta["epoch"] == 3
+    a, b = _weights(every[-1].checkpoint), _weights(sparse[-1].checkpoint)  # saving less trains the same
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    part = _run(_cfg(tmp_path, "sparse_stop", epochs=3, save_every=3600), cifar, stop_when=lambda e: e.kind == "epoch")
+    assert part[-1].status == "stopped" and load_checkpoint(part[-1].checkpoint).meta["epoch"] == 1
+
+
 def test_events_carry_metrics_and_knn(cifar, tmp_path):
     ev = _run(_cfg(tmp_path, "ev", epochs=1, knn_train=200, knn_test=100), cifar)
     start, steps, epochs, end = ev[0], [e for e in ev if e.kind == "step"], [e for e in ev if e.kind == "epoch"], ev[-1]

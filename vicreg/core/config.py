@@ -122,6 +122,9 @@ class TrainConfig:
     # (vicreg/training/precise_bn.py: the training views' statistics misfit the clean 32-px images evaluation embeds);
     # 0 keeps the training views' statistics. Off by default: only a short demo gained from it (docs/recipes.md).
     precise_bn: int = 0
+    # Seconds of training between the checkpoints written at the end of epochs; 0 = every epoch. The last epoch and a
+    # stop always save. A short demo's epochs take seconds and each save a sixth of one (docs/recipes.md).
+    save_every: float = 0.0
     log_every: int = 0  # 0 = auto: every step on CPU, every 25 steps on GPU (each read-back syncs)
     threads: int = 0  # 0 = the CPUs this process may use (vicreg.core.runtime.available_cpus)
     data: str = field(default_factory=default_data_root)
@@ -160,6 +163,8 @@ class TrainConfig:
         if self.watch_images < 0 or self.watch_images == 1 or self.watch_every < 0:
             raise ValueError(f"watch_images must be 0 (off) or at least 2 and watch_every 0 or more seconds, got "
                              f"{self.watch_images} and {self.watch_every}")
+        if self.save_every < 0:
+            raise ValueError(f"save_every must be 0 (every epoch) or a number of seconds, got {self.save_every}")
         if self.precise_bn < 0:
             raise ValueError(f"precise_bn must be 0 (off) or a number of training images, got {self.precise_bn}")
         if self.warmup_epochs < 0:

@@ -24,7 +24,7 @@ from .sidecar import disagreement
 
 # Settings of the run rather than of the recipe: a resume (vicreg/runfiles/resume.py) takes them from the caller.
 RUN_FIELDS = ("name", "device", "precision", "data", "checkpoint_dir", "compile", "log_every", "threads",
-              "knn_train", "knn_test", "watch_images", "watch_every")
+              "knn_train", "knn_test", "watch_images", "watch_every", "save_every")
 RESUME_MAY_CHANGE = (*RUN_FIELDS, "epochs")  # what two saves of one file may disagree on
 # Where and how a run computes: its RUN_FIELDS, and the memory layout and BatchNorm syncing a resume keeps from
 # the checkpoint. Two runs that differ only in these train the same recipe (services/reference.py).

@@ -51,7 +51,7 @@ class EpochEvent:
     epoch: int  # epochs completed
     step: int
     knn_top1: float | None
-    checkpoint: str
+    checkpoint: str | None  # the last one written (cfg.save_every may skip an epoch's); None before the first
     epoch_seconds: float
     elapsed: float
     kind: Literal["epoch"] = "epoch"

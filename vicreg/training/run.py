@@ -67,6 +67,7 @@ class Run:
     in_epoch: int = 0  # steps already done inside start_epoch (a mid-epoch resume)
     metrics: dict = field(default_factory=dict)  # the latest loss terms and kNN, saved with checkpoints
     saved: str | None = None  # the last checkpoint this run wrote
+    saved_at: float = 0.0  # when it wrote it (time.perf_counter), or the run started: cfg.save_every counts from it
     notes: list[str] = field(default_factory=list)
     collapse: CollapseWatch = field(default_factory=CollapseWatch)
     watch: Watch | None = None  # the learning monitor (rank 0 only)
@@ -94,7 +95,7 @@ class Run:
         extra = ddp.rng_states(self.gen.get_state(), self.dist) if in_epoch else None  # a collective
         if self.dist.main:
             save_checkpoint(self.out_path, self.model, self.opt, meta, extra=extra, fault=self.fault)
-        self.saved = self.out_path
+        self.saved, self.saved_at = self.out_path, time.perf_counter()
         return self.saved
 
     def batch(self, order: torch.Tensor, i: int) -> torch.Tensor:

@@ -76,7 +76,7 @@ def _loop(run: Run, stop: threading.Event, resume: str | None, t0: float) -> Ite
     yield run.emit(StartEvent(cfg.name, run.rt.describe(), run.start_epoch, run.step, cfg.epochs, run.steps_per_epoch,
                               run.total, run.images.shape[0], resume, cfg.to_dict(), notes=list(run.notes)))
     run.model.train()
-    run.t0 = t0
+    run.t0 = run.saved_at = t0
     if run.step == 0 and run.dist.main and (run.watch is not None or cfg.knn_test > 0):
         # the untrained start, measured by the run's own monitors: the charts' baseline
         yield run.emit(_watch_event(run, 0, knn=_knn_monitor(run)))
@@ -93,10 +93,11 @@ def _loop(run: Run, stop: threading.Event, resume: str | None, t0: float) -> Ite
         run.in_epoch = 0
         recalibrated = epoch + 1 == cfg.epochs and _precise_bn(run)  # before the last save and measurements
         run.metrics["knn_top1"] = _knn_monitor(run)
-        path = run.save(epoch + 1, 0)
-        run.fault.reach("epoch_end")
-        yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], path, time.perf_counter() - t_epoch,
-                                  time.perf_counter() - t0))
+        if epoch + 1 == cfg.epochs or time.perf_counter() - run.saved_at >= cfg.save_every:
+            run.save(epoch + 1, 0)
+            run.fault.reach("epoch_end")
+        yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], run.saved,
+                                  time.perf_counter() - t_epoch, time.perf_counter() - t0))
     run.start_epoch = cfg.epochs
     if run.watch is not None and (recalibrated or run.watch.step != run.step):  # the figure the run ends with
         yield run.emit(_watch_event(run, cfg.epochs - 1))
