@@ -145,12 +145,15 @@ def test_a_time_budget_sizes_the_epochs_and_leaves_no_trace(tmp_path, packed_cif
     # whole epochs that fit, never one that ends past the budget; the monitor's tenth counted when it watches
     assert [fitted_epochs(120, 1.3, 31), fitted_epochs(120, 1.0, 30, share=0.1)] == [2, 3]
     before = torch.get_num_threads()
-    timed = list(train(_cfg(tmp_path, packed_cifar, name="timed", budget_s=1e-6, watch_images=0, train_subset=96)))
+    narrow = ModelConfig(projector="128-128-128", width=8)  # what is checked is the bookkeeping, at any width
+    timed = list(train(_cfg(tmp_path, packed_cifar, name="timed", budget_s=1e-6, watch_images=0, train_subset=96,
+                            model=narrow)))
     assert timed[-1].status == "finished"
     assert "1 epoch fits the 1e-06-second budget here" in " ".join(timed[0].notes) and timed[0].epochs == 1
     meta = read_meta(str(tmp_path / "timed.safetensors"))
     assert meta["config"]["epochs"] == 1 and meta["config"]["budget_s"] == 1e-6
-    plain = list(train(_cfg(tmp_path, packed_cifar, name="plain", epochs=1, watch_images=0, train_subset=96)))
+    plain = list(train(_cfg(tmp_path, packed_cifar, name="plain", epochs=1, watch_images=0, train_subset=96,
+                            model=narrow)))
     torch.set_num_threads(before)
     assert plain[-1].status == "finished"
     a, b = (load_file(str(tmp_path / f"{n}.safetensors")) for n in ("timed", "plain"))
