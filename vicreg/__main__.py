@@ -132,7 +132,8 @@ def _report(cfg, events, quiet: bool) -> int:
             (bar.write if bar else print)(f"{'untrained' if ev.step == 0 else f'step {ev.step}'}: {', '.join(parts)}")
         elif ev.kind == "epoch":
             knn = f"kNN top-1 {ev.knn_top1:.2%}, " if ev.knn_top1 is not None else ""
-            (bar.write if bar else print)(f"epoch {ev.epoch}: {knn}{ev.epoch_seconds:.0f}s, saved {ev.checkpoint}")
+            saved = f"saved {ev.checkpoint}" if ev.checkpoint else "not saved (--save_every)"
+            (bar.write if bar else print)(f"epoch {ev.epoch}: {knn}{ev.epoch_seconds:.0f}s, {saved}")
         else:
             if bar:
                 bar.close()

@@ -122,8 +122,8 @@ class TrainConfig:
     # (vicreg/training/precise_bn.py: the training views' statistics misfit the clean 32-px images evaluation embeds);
     # 0 keeps the training views' statistics. Off by default: only a short demo gained from it (docs/recipes.md).
     precise_bn: int = 0
-    # Seconds of training between the checkpoints written at the end of epochs; 0 = every epoch. The last epoch and a
-    # stop always save. A short demo's epochs take seconds and each save a sixth of one (docs/recipes.md).
+    # Seconds between the checkpoints written at the end of epochs; 0 = every epoch. The last epoch and a stop always
+    # save. A demo's epochs take seconds, and saving at each took about 4 % of the Quick demo's time (docs/recipes.md).
     save_every: float = 0.0
     log_every: int = 0  # 0 = auto: every step on CPU, every 25 steps on GPU (each read-back syncs)
     threads: int = 0  # 0 = the CPUs this process may use (vicreg.core.runtime.available_cpus)

@@ -58,8 +58,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "watch_every": ("watch_every", float, "learning monitor: seconds of training between its points"),
     "precise_bn": ("precise_bn", int, "clean training images that re-estimate the backbone's BatchNorm statistics "
                    "when the run finishes (0: keep the training views')"),
-    "save_every": ("save_every", float, "seconds of training between end-of-epoch checkpoints (0: every epoch; the "
-                   "last epoch and a stop always save)"),
+    "save_every": ("save_every", float, "seconds between the checkpoints written at the end of epochs (0: every epoch; "
+                   "the last epoch and a stop always save)"),
     "name": ("name", str, "run name: saved as <checkpoint_dir>/<name>.safetensors"),
     "checkpoint_dir": ("checkpoint_dir", str, "folder for checkpoints and metrics (env VICREG_CHECKPOINTS, else "
                        "<VICREG_STORAGE>/checkpoints)"),

@@ -177,7 +177,7 @@ def _log_tail(log: IO[bytes], n: int = 4000) -> str:
 def _missing_end(seen: list[Event], stopped: bool, code: int | None, output: str, t0: float) -> EndEvent:
     """The EndEvent of a run whose rank 0 wrote none: stopped before its first step, or failed (the command
     line's own `error:` line when there is one)."""
-    last = next((e for e in reversed(seen) if isinstance(e, EpochEvent)), None)
+    last = next((e for e in reversed(seen) if isinstance(e, EpochEvent) and e.checkpoint), None)  # the last saved
     step = max((e.step for e in seen if isinstance(e, (StepEvent, EpochEvent))), default=0)
     epoch, ckpt, elapsed = (last.epoch if last else 0), (last.checkpoint if last else None), time.perf_counter() - t0
     if stopped and not any(isinstance(e, StartEvent) for e in seen):

@@ -51,7 +51,7 @@ class EpochEvent:
     epoch: int  # epochs completed
     step: int
     knn_top1: float | None
-    checkpoint: str | None  # the last one written (cfg.save_every may skip an epoch's); None before the first
+    checkpoint: str | None  # the one written at this epoch's end; None where cfg.save_every skipped it
     epoch_seconds: float
     elapsed: float
     kind: Literal["epoch"] = "epoch"

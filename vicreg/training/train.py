@@ -93,11 +93,12 @@ def _loop(run: Run, stop: threading.Event, resume: str | None, t0: float) -> Ite
         run.in_epoch = 0
         recalibrated = epoch + 1 == cfg.epochs and _precise_bn(run)  # before the last save and measurements
         run.metrics["knn_top1"] = _knn_monitor(run)
+        path = None
         if epoch + 1 == cfg.epochs or time.perf_counter() - run.saved_at >= cfg.save_every:
-            run.save(epoch + 1, 0)
+            path = run.save(epoch + 1, 0)
             run.fault.reach("epoch_end")
-        yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], run.saved,
-                                  time.perf_counter() - t_epoch, time.perf_counter() - t0))
+        yield run.emit(EpochEvent(epoch + 1, run.step, run.metrics["knn_top1"], path, time.perf_counter() - t_epoch,
+                                  time.perf_counter() - t0))
     run.start_epoch = cfg.epochs
     if run.watch is not None and (recalibrated or run.watch.step != run.step):  # the figure the run ends with
         yield run.emit(_watch_event(run, cfg.epochs - 1))
