@@ -190,7 +190,7 @@ def test_admin_secret_and_visitor_rules(demo_pair, tmp_path, cifar):  # noqa: F8
     big = h.train.start(**{**knobs, "epochs": 100, "batch_size": 256, "train_subset": 0}, secret="")
     assert big.message == ("❌ On this shared server a visitor&#x27;s run may be at most the size of the 10-minute "
                            "CPU demo: train images at most 2,000 (asked all); a time budget of at most 540 s or 15 "
-                           "epochs (asked 100 epochs); batch size at most 64 (asked 256). Pick the Quick CPU demo or "
+                           "epochs (asked 100 epochs); batch size at most 128 (asked 256). Pick the Quick CPU demo or "
                            "the 10-minute CPU demo, or enter the admin secret.")
     assert big.owner is None
     assert h.train.start(**knobs, secret="", processes=2).message == (  # several processes: the admin's
