@@ -1,4 +1,5 @@
-"""The four original modes on small real CIFAR-10 data, end to end in subprocesses.
+"""The four original modes on small real CIFAR-10 data, end to end in subprocesses (the error cases call main()
+in this process, and two of them also run as commands).
 
 The module trains one small checkpoint with the original tool's TRAIN command (plus small-data
 options), continues it with the original tool's RE_TRAIN command verbatim, then EVALUATEs and runs
@@ -149,7 +150,7 @@ def test_inference_of_the_test_set_matches_single_files(trained, mini_cifar):
     assert np.allclose(np.load(work / "one.npy")[0], emb[90], atol=1e-3)  # cat is class 3: rows 90..119
 
 
-@pytest.mark.parametrize("args,msg", [
+ERRORS = [
     (["FLY"], "unknown mode"),
     (["EVALUATE"], "needs --model_path"),
     (["INFERENCE"], "needs --model_path"),
@@ -163,9 +164,26 @@ def test_inference_of_the_test_set_matches_single_files(trained, mini_cifar):
     (["INFERENCE", "--random_init", "--images", "missing.png"], "no such image"),
     (["TRAIN", "--var_coeff", "-1"], "loss weights must be 0 or positive, got invariance 25.0, variance -1.0"),
     (["TRAIN", "--preset", "nope"], "unknown preset 'nope'"),
-])
-def test_errors_are_one_line_with_a_failure_status(tmp_path, args, msg):
+]
+
+
+@pytest.mark.parametrize("args,msg", ERRORS)
+def test_errors_are_one_line_with_a_failure_status(tmp_path, monkeypatch, capsys, args, msg):
+    """`python -m vicreg` is `sys.exit(main())`: main's status and stderr are the command's (checked in a real
+    process below). In this process, as a fresh interpreter per case cost about 2 s each."""
+    from vicreg.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "garbage.safetensors").write_bytes(b"\x01\x02" * 40)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert msg in err, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("args,msg", [ERRORS[0], ERRORS[6]])  # a mode error and a parser error
+def test_an_error_reaches_the_shell_as_one_line_and_status_2(tmp_path, args, msg):
     r = cli(*args, cwd=tmp_path)
     assert r.returncode == 2
     assert msg in r.stderr, r.stderr
