@@ -104,8 +104,8 @@ class AppProcess:
         self.log.close()
 
 
-def make_checkpoint(data, folder: str, name: str = "tiny", steps: int = 4) -> str:
-    """`steps` real training steps at batch 16 with a narrow projector (the backbone is the real one).
+def make_checkpoint(data, folder: str, name: str = "tiny", steps: int = 4, width: int = 64) -> str:
+    """`steps` real training steps at batch 16 with a narrow projector (the backbone ResNet-18 at `width`).
     threads=1: on a CPU shared with other jobs, 2 OpenMP threads per process can be 10x slower."""
     import torch
 
@@ -113,7 +113,7 @@ def make_checkpoint(data, folder: str, name: str = "tiny", steps: int = 4) -> st
     from vicreg.training.train import train
 
     cfg = TrainConfig(epochs=1, batch_size=16, train_subset=16 * steps, knn_test=0, checkpoint_dir=folder, name=name,
-                      seed=0, model=ModelConfig(projector="512-512"), threads=1)
+                      seed=0, model=ModelConfig(projector="512-512", width=width), threads=1)
     before = torch.get_num_threads()
     try:
         end = list(train(cfg, data=data))[-1]

@@ -150,7 +150,7 @@ def test_explore_cifar_upload(client, app_server, cifar_root):  # noqa: F811
     assert d1.startswith("- crop at (") and "- horizontal flip: " in d2
     fmt = Image.open(f).format
     assert status.splitlines()[0] == f"**uploaded {os.path.basename(f)} (32×32 RGB, {fmt})**" and info["notes"] == []
-    assert Image.open(original).size == (160, 160) and Image.open(emb).size == (320, 160)
+    assert Image.open(original).size == (160, 160) and Image.open(emb).size == (320, 40)  # 128-d: 4 rows of 32
     assert Image.open(v1).size == (160, 160) and Image.open(v2).size == (160, 160)
     assert p1 == info["views"][0] and p2 == info["views"][1] and p1 != p2
     arrays, _ = index_files(app_server)
@@ -166,7 +166,7 @@ def test_explore_cifar_upload(client, app_server, cifar_root):  # noqa: F811
     assert nbrs.count("<img src='data:image/png;base64,") == 8
     votes = np.bincount(arrays["labels"][order[:20]], np.exp((sims[order[:20]] - sims[order[0]]) / 0.1), 10)
     assert list(info["guess"].values()) == pytest.approx((votes / votes.sum()).tolist(), abs=1e-6)
-    assert info["prediction"] == guess["label"] == CLASSES[int(votes.argmax())] and info["embedding_dim"] == 512
+    assert info["prediction"] == guess["label"] == CLASSES[int(votes.argmax())] and info["embedding_dim"] == 128
     # new views for the same visitor's image
     st, w1, q1, w2, q2, e1, e2 = client.predict(checkpoint=app_server.checkpoint, api_name="/explore_views")
     assert Image.open(w1).size == (160, 160) and "crop_xywh" in q1 and (q1, q2) != (p1, p2)

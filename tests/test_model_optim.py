@@ -47,6 +47,58 @@ def test_a_narrower_resnet18_has_the_same_layout_at_a_fraction_of_the_weights(wi
                for bn in narrow.modules() if isinstance(bn, nn.BatchNorm2d))
 
 
+def _torchvision_cifar_resnet18(width: int) -> nn.Module:
+    """The backbone as it was built on torchvision's ResNet-18 (before vicreg/core/resnet.py), fastconv aside."""
+    from torchvision.models import resnet18
+    from torchvision.models.resnet import BasicBlock
+
+    net = resnet18(weights=None)
+    net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+    if width != 64:
+        net.bn1, net.inplanes = nn.BatchNorm2d(width), width
+        for i in range(4):
+            setattr(net, f"layer{i + 1}", net._make_layer(BasicBlock, width << i, 2, stride=1 if i == 0 else 2))
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+    net.maxpool, net.fc = nn.Identity(), nn.Identity()
+    return net
+
+
+@pytest.mark.parametrize("width", [64, 16])
+def test_the_backbone_equals_torchvisions_resnet18_weight_for_weight(width):
+    """The same seed gives the same tensors under the same names as torchvision's ResNet-18 did, and the same
+    features: checkpoints keep loading and seeded runs keep their figures."""
+    torch.manual_seed(7)
+    ours = cifar_resnet18(width)
+    after_ours = torch.rand(3)
+    torch.manual_seed(7)
+    theirs = _torchvision_cifar_resnet18(width)
+    assert torch.equal(after_ours, torch.rand(3))  # both drew the same numbers from the generator
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b) and len(a) == 120
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    x = torch.randn(4, 3, 16, 16)
+    ours.train(), theirs.train()
+    assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+    ours.eval(), theirs.eval()
+    assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+
+
+def test_the_engine_imports_no_torchvision():
+    """torchvision.models brings torch._dynamo with it, about a second of start-up for every process that embeds."""
+    import subprocess
+    import sys
+
+    code = "import sys, vicreg.core.model, vicreg.training.evaluate; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_bad_projector_spec():
     with pytest.raises(ValueError, match="projector"):
         ModelConfig(projector="2048-x").projector_dims()

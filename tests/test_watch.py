@@ -94,6 +94,20 @@ def test_the_metrics_file_keeps_the_figures_but_not_the_features(watched):
     assert lines[0]["step"] == 0 and 0 <= lines[0]["guess"] <= 1
 
 
+def test_a_stop_during_setup_skips_the_untrained_figure(tmp_path, packed_cifar):
+    """Stop pressed right after Start: the run saves at step 0 without first spending seconds measuring the untrained
+    model (the next run that trains from step 0 measures it)."""
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    before = torch.get_num_threads()
+    events = list(train(_cfg(tmp_path, packed_cifar, knn_test=50), stop=stop))
+    torch.set_num_threads(before)
+    assert [e.kind for e in events] == ["start", "end"]
+    assert (events[-1].status, events[-1].step, events[-1].reason) == ("stopped", 0, "stopped at epoch 1, step 0/4")
+
+
 def test_watching_changes_nothing_the_run_trains(tmp_path, packed_cifar, monkeypatch):
     """A measurement after every step (eval mode, folded copy, no random numbers) leaves the weights as without."""
     monkeypatch.setattr("vicreg.training.watch.SHARE", 1.0)  # no spacing for the monitor's own cost: every step

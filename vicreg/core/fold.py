@@ -17,7 +17,7 @@ import weakref
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # torchvision ResNet blocks and stem
+PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # ResNet blocks and stem (vicreg/core/resnet.py)
 
 
 def _fold_pair(parent: nn.Module, conv_name: str, bn_name: str) -> None:

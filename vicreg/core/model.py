@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torchvision.models import resnet18
-from torchvision.models.resnet import BasicBlock
 
 from .config import ModelConfig
 from .fastconv import swap_convs
 from .loss import VICRegTerms, multiview_loss, vicreg_loss
+from .resnet import BasicBlock, resnet18
 
 
 def cifar_resnet18(width: int = 64) -> nn.Module:
-    """torchvision ResNet-18 with a 3x3 stride-1 first conv and no max-pool: 32 px images keep
-    their 32x32 resolution into layer1 instead of being cut to 8x8. Outputs 8 x `width` features (512 at
+    """ResNet-18 (torchvision's, vicreg/core/resnet.py) with a 3x3 stride-1 first conv and no max-pool: 32 px images
+    keep their 32x32 resolution into layer1 instead of being cut to 8x8. Outputs 8 x `width` features (512 at
     ResNet-18's own width, 64). Its convolutions are vicreg.core.fastconv.Conv2d: the same parameters, with a
     faster weight gradient on small maps on the CPU."""
-    net = resnet18(weights=None)
+    net = resnet18()
     net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
     if width != 64:
         _restage(net, width)

@@ -77,8 +77,9 @@ def _loop(run: Run, stop: threading.Event, resume: str | None, t0: float) -> Ite
                               run.total, run.images.shape[0], resume, cfg.to_dict(), notes=list(run.notes)))
     run.model.train()
     run.t0 = run.saved_at = t0
-    if run.step == 0 and run.dist.main and (run.watch is not None or cfg.knn_test > 0):
-        # the untrained start, measured by the run's own monitors: the charts' baseline
+    if run.step == 0 and run.dist.main and not stop.is_set() and (run.watch is not None or cfg.knn_test > 0):
+        # the untrained start, measured by the run's own monitors: the charts' baseline (seconds of forward passes
+        # at full scale, skipped when a stop came during setup, so that the stop is prompt)
         yield run.emit(_watch_event(run, 0, knn=_knn_monitor(run)))
     recalibrated = False
     for epoch in range(run.start_epoch, cfg.epochs):
