@@ -103,6 +103,8 @@ class Access:
             too_big.append(f"batch size at most {q.batch_size} (asked {cfg.batch_size})")
         if cfg.augment.views > q.augment.views:
             too_big.append(f"views per image at most {q.augment.views} (asked {cfg.augment.views})")
+        if cfg.augment.full_views > q.augment.full_views:
+            too_big.append(f"full-size views at most {q.augment.full_views} (asked {cfg.augment.full_views})")
         knn_big = cfg.knn_test > KNN_MONITOR[1] or (cfg.knn_test > 0 and cfg.knn_train > KNN_MONITOR[0])
         if knn_big or cfg.watch_images > q.watch_images:
             too_big.append(f"monitors at most {q.watch_images:,} test images, and a kNN monitor of {KNN_MONITOR[0]:,} "

@@ -205,3 +205,32 @@ def test_progressive_resizing_trains_each_part_at_its_side_and_resumes_exactly(c
     resumed = _run(_cfg(tmp_path, "pp", augment=prog), cifar, resume=part[-1].checkpoint)
     assert resumed[-1].status == "finished" and sides[6:] == [16] * 3 + [32] * 3
     _assert_same_state(straight[-1].checkpoint, resumed[-1].checkpoint)
+
+
+def test_full_views_draw_the_large_views_first_then_the_small_ones(cifar, tmp_path):
+    """augment.full_views (multi-crop): the first views at the images' own size, the rest at view_size, drawn one
+    after another from the same stream; from the CLI, in Explore, in a run's notes and in its checkpoint."""
+    from services.access import Access
+    from services.features.views import training_views
+
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    cfg = AugmentConfig(views=6, full_views=2, view_size=16)
+    views = n_views(x, cfg, torch.Generator().manual_seed(3))
+    assert [v.shape[-1] for v in views] == [32, 32, 16, 16, 16, 16]
+    g = torch.Generator().manual_seed(3)
+    for view, side in zip(views[:3], (32, 32, 16), strict=True):
+        assert torch.equal(view, normalize(augment(x, cfg, g, side)[0], cfg))
+    old = TrainConfig().to_dict()
+    del old["augment"]["full_views"]  # a checkpoint written before the field existed: every view at view_size
+    assert TrainConfig.from_dict(old).augment.full_views == 0
+    with pytest.raises(ValueError, match=r"augment.full_views must be between 0 and views \(4\), got 5"):
+        TrainConfig(augment=AugmentConfig(views=4, full_views=5)).validate()
+    cli = train_config(build_parser().parse_args(["TRAIN", "--views", "6", "--full_views", "2", "--view_size", "16"]))
+    assert (cli.augment.views, cli.augment.full_views, cli.augment.view_size) == (6, 2, 16)
+    assert "full-size views at most 0 (asked 2)" in Access().visitor_run_error(cli)
+    imgs, params = training_views(x[0].numpy(), cfg, seed=1)
+    assert [i.shape[0] for i in imgs] == [32, 32, 16, 16, 16, 16] and len(params) == 6
+    mixed = AugmentConfig(views=3, full_views=1, view_size=16)
+    done = _run(_cfg(tmp_path, "mixed", epochs=1, train_subset=64, augment=mixed), cifar)
+    assert done[-1].status == "finished" and "3 views of each image, 1 at 32 px, 2 at 16 px" in done[0].notes
+    assert load_checkpoint(done[-1].checkpoint).meta["config"]["augment"]["full_views"] == 1

@@ -16,7 +16,13 @@ def training_views(pixels: np.ndarray, aug: AugmentConfig, seed: int) -> tuple[l
     """All `aug.views` training views (HWC uint8, at the run's last view side, AugmentConfig.view_side: what the
     network saw) of one (3, S, S) uint8 image, and the parameters of each."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0).expand(aug.views, -1, -1, -1)
-    views, params = augment(x, aug, g, aug.view_side())
-    imgs = [(v.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8) for v in views]
-    return imgs, [params.describe(i) for i in range(aug.views)]
+    imgs, described = [], []
+    full = min(aug.full_views, aug.views)  # the first `full` at the image's own size (AugmentConfig.full_views)
+    for n, side in ((full, aug.size), (aug.views - full, aug.view_side())):
+        if n == 0:
+            continue
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0).expand(n, -1, -1, -1)
+        views, params = augment(x, aug, g, side)
+        imgs += [(v.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8) for v in views]
+        described += [params.describe(i) for i in range(n)]
+    return imgs, described

@@ -198,12 +198,13 @@ def n_views(
     images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None, n: int | None = None,
     size: int | None = None,
 ) -> list[Tensor]:
-    """The training views: `n` (default cfg.views) independent views of each image at `size` (default
-    cfg.view_size),
-    normalised for the network. One view after another from the same generator, so views 1 and 2 are
-    exactly two_views' pair, and every run (and its exact resume) with two views draws what it always did."""
+    """The training views: `n` (default cfg.views) independent views of each image, the first cfg.full_views of them
+    at the images' own size and the rest at `size` (default cfg.view_size), normalised for the network. One view
+    after another from the same generator, so views 1 and 2 are exactly two_views' pair, and every run (and its
+    exact resume) with two views draws what it always did."""
     size = size or cfg.view_size or cfg.size
-    return [normalize(augment(images, cfg, generator, size)[0], cfg) for _ in range(n or cfg.views)]
+    return [normalize(augment(images, cfg, generator, cfg.size if i < cfg.full_views else size)[0], cfg)
+            for i in range(n or cfg.views)]
 
 
 def two_views(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

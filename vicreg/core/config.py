@@ -55,6 +55,10 @@ class AugmentConfig:
     # usually small ones (view_size, scale), follow EMP-SSL's many crops per image with VICReg's own loss
     # over all of them (vicreg.core.loss.multiview_loss). Each view costs a backbone pass.
     views: int = 2
+    # Of those views, how many are at the images' full size (`size`) rather than view_size: 2 with views=6 and
+    # view_size=16 trains 2 x 32 px + 4 x 16 px views of each image (multi-crop: two large views, the rest small
+    # and cheap). 0: every view at view_size.
+    full_views: int = 0
     # Progressive resizing: "16-24-32" trains the run's epochs in equal parts at these view sides, small
     # cheap views first and the evaluation's own size last (so the last epochs see objects at the scale
     # evaluation shows them). Empty: view_size throughout.
@@ -176,6 +180,9 @@ class TrainConfig:
         if not 2 <= self.augment.views <= MAX_VIEWS:
             raise ValueError(f"augment.views must be between 2 and {MAX_VIEWS} (VICReg compares at least two views of "
                              f"each image), got {self.augment.views}")
+        if not 0 <= self.augment.full_views <= self.augment.views:
+            raise ValueError(f"augment.full_views must be between 0 and views ({self.augment.views}), "
+                             f"got {self.augment.full_views}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.model.width < 1:

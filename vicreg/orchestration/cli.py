@@ -40,6 +40,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
     "view_size": ("augment.view_size", int, "side of the training views (0: the image size)"),
     "views": ("augment.views", int, "views of each image per step (2: VICReg's pair; more: multi-view VICReg, "
               "usually with small views)"),
+    "full_views": ("augment.full_views", int, "of the views, how many at the images' full size (the rest at "
+                   "--view_size): --views 6 --full_views 2 --view_size 16 trains 2 x 32 + 4 x 16 px"),
     "view_sizes": ("augment.view_sizes", str, "progressive resizing: view sides over equal parts of the run, "
                    "e.g. 16-24-32"),
     "crop_scale": ("augment.scale", str, "the random crops' share of the image, as lo:hi"),
@@ -67,8 +69,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, type, str]] = {
              "(env VICREG_DATA)"),
 }
 RECIPE_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "projector", "width", "inv_coeff",
-                  "var_coeff", "cov_coeff", "view_size", "view_sizes", "views", "crop_scale", "seed", "train_subset",
-                  "precise_bn", "sync_bn")
+                  "var_coeff", "cov_coeff", "view_size", "view_sizes", "views", "full_views", "crop_scale", "seed",
+                  "train_subset", "precise_bn", "sync_bn")
 
 
 def build_parser() -> argparse.ArgumentParser:

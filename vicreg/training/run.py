@@ -138,8 +138,10 @@ def setup_run(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp
         run.watch = Watch(data.test, cfg.watch_images, cfg.watch_every, cfg.augment)
     if cfg.budget_s and ckpt is None and not d.active:
         fit_budget(run)
-    if cfg.augment.views != 2:  # pairs/s then counts images: each brings `views` views
-        run.notes.append(f"{cfg.augment.views} views of each image, {cfg.augment.view_size or cfg.augment.size} px")
+    a = cfg.augment
+    if a.views != 2 or a.full_views:  # pairs/s then counts images: each brings `views` views
+        sizes = f"{a.full_views} at {a.size} px, {a.views - a.full_views} at " if a.full_views else ""
+        run.notes.append(f"{a.views} views of each image, {sizes}{a.view_size or a.size} px")
     if sides := cfg.augment.view_sides():
         run.notes.append(f"view sides {' → '.join(map(str, sides))} px over equal parts of the run")
     if d.active:
