@@ -43,7 +43,7 @@ def test_views_first_then_the_full_bank_then_a_warm_restart(full_cifar_root, dem
     z = read_packed(demo_pair[1])
     Image.fromarray(z["test_x"][42].transpose(1, 2, 0)).resize((200, 150), Image.BICUBIC).save(
         tmp_path / "photo.jpg", "JPEG", quality=90)
-    env = offline_env(str(tmp_path), demo_pair, VICREG_DATA=full_cifar_root)
+    env = offline_env(str(tmp_path), demo_pair, VICREG_DATA=full_cifar_root, VICREG_APP_THREADS="0")
     os.makedirs(ART, exist_ok=True)
     times = {}
     with browser() as p:
