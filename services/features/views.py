@@ -5,6 +5,8 @@ drew them: its number of views, at its training view side.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -17,10 +19,8 @@ def training_views(pixels: np.ndarray, aug: AugmentConfig, seed: int) -> tuple[l
     network saw) of one (3, S, S) uint8 image, and the parameters of each."""
     g = torch.Generator().manual_seed(seed)
     imgs, described = [], []
-    full = min(aug.full_views, aug.views)  # the first `full` at the image's own size (AugmentConfig.full_views)
-    for n, side in ((full, aug.size), (aug.views - full, aug.view_side())):
-        if n == 0:
-            continue
+    for side, same in itertools.groupby(aug.sides(aug.views, aug.view_side())):  # the views of one side together
+        n = len(list(same))
         x = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0).expand(n, -1, -1, -1)
         views, params = augment(x, aug, g, side)
         imgs += [(v.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8) for v in views]

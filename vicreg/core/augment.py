@@ -202,9 +202,8 @@ def n_views(
     at the images' own size and the rest at `size` (default cfg.view_size), normalised for the network. One view
     after another from the same generator, so views 1 and 2 are exactly two_views' pair, and every run (and its
     exact resume) with two views draws what it always did."""
-    size = size or cfg.view_size or cfg.size
-    return [normalize(augment(images, cfg, generator, cfg.size if i < cfg.full_views else size)[0], cfg)
-            for i in range(n or cfg.views)]
+    sides = cfg.sides(n or cfg.views, size or cfg.view_size or cfg.size)
+    return [normalize(augment(images, cfg, generator, side)[0], cfg) for side in sides]
 
 
 def two_views(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

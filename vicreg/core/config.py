@@ -94,6 +94,11 @@ class AugmentConfig:
             return sides[-1 if epoch is None else min(len(sides) - 1, epoch * len(sides) // max(epochs, 1))]
         return self.view_size or self.size
 
+    def sides(self, n: int, side: int) -> list[int]:
+        """The side of each of `n` views drawn together: the first full_views at the images' own size, the rest at
+        `side` (the one place that says which views are full size)."""
+        return [self.size if i < self.full_views else side for i in range(n)]
+
 
 @dataclass
 class TrainConfig:

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .fastconv import swap_convs
 from .loss import VICRegTerms, multiview_loss, vicreg_loss
-from .resnet import BasicBlock, resnet18
+from .resnet import ResNet18
 
 
 def cifar_resnet18(width: int = 64) -> nn.Module:
@@ -14,7 +14,7 @@ def cifar_resnet18(width: int = 64) -> nn.Module:
     keep their 32x32 resolution into layer1 instead of being cut to 8x8. Outputs 8 x `width` features (512 at
     ResNet-18's own width, 64). Its convolutions are vicreg.core.fastconv.Conv2d: the same parameters, with a
     faster weight gradient on small maps on the CPU."""
-    net = resnet18()
+    net = ResNet18()
     net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
     if width != 64:
         _restage(net, width)
@@ -29,7 +29,7 @@ def _restage(net: nn.Module, width: int) -> None:
     net.bn1 = nn.BatchNorm2d(width)
     net.inplanes = width
     for i in range(4):
-        setattr(net, f"layer{i + 1}", net._make_layer(BasicBlock, width << i, 2, stride=1 if i == 0 else 2))
+        setattr(net, f"layer{i + 1}", net._make_layer(width << i, 2, stride=1 if i == 0 else 2))
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

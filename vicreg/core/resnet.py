@@ -15,8 +15,6 @@ from torch import Tensor, nn
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with BatchNorm, and the shortcut (a 1x1 conv + BN when the shape changes)."""
 
-    expansion = 1
-
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -33,23 +31,23 @@ class BasicBlock(nn.Module):
         return self.relu(out)
 
 
-class ResNet(nn.Module):
+class ResNet18(nn.Module):
     """ImageNet ResNet-18 (7x7 stem, max-pool, 1000-way fc) with torchvision's initialisation; cifar_resnet18
     (vicreg/core/model.py) then swaps in the CIFAR stem and drops the classifier, as it did on torchvision's."""
 
-    def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 1000):
+    def __init__(self):
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(BasicBlock, 64, layers[0])
-        self.layer2 = self._make_layer(BasicBlock, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(BasicBlock, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(BasicBlock, 512, layers[3], stride=2)
+        self.layer1 = self._make_layer(64, 2)
+        self.layer2 = self._make_layer(128, 2, stride=2)
+        self.layer3 = self._make_layer(256, 2, stride=2)
+        self.layer4 = self._make_layer(512, 2, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512, num_classes)  # built (it draws from the generator) even though the CIFAR net drops it
+        self.fc = nn.Linear(512, 1000)  # built (it draws from the generator) even though the CIFAR net drops it
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -57,21 +55,19 @@ class ResNet(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def _make_layer(self, block: type[BasicBlock], planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        """A stage of `blocks` BasicBlocks from self.inplanes to `planes` channels (vicreg/core/model.py builds
+        narrower stages with it)."""
         downsample = None
         if stride != 1 or self.inplanes != planes:  # built before the block, as torchvision does
             downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
                                        nn.BatchNorm2d(planes))
-        layers = [block(self.inplanes, planes, stride, downsample)]
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes
-        layers += [block(planes, planes) for _ in range(1, blocks)]
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-def resnet18() -> ResNet:
-    return ResNet((2, 2, 2, 2))

@@ -142,7 +142,7 @@ def setup_run(cfg: TrainConfig, resume: str | None, data: Dataset | None, d: ddp
     if a.views != 2 or a.full_views:  # pairs/s then counts images: each brings `views` views
         sizes = f"{a.full_views} at {a.size} px, {a.views - a.full_views} at " if a.full_views else ""
         run.notes.append(f"{a.views} views of each image, {sizes}{a.view_size or a.size} px")
-    if sides := cfg.augment.view_sides():
+    if sides := a.view_sides():
         run.notes.append(f"view sides {' → '.join(map(str, sides))} px over equal parts of the run")
     if d.active:
         run.notes.append(f"{d.world} processes ({d.backend}): global batch {cfg.batch_size} = "
